@@ -1,0 +1,175 @@
+//! The messages the application sends to its watcher.
+//!
+//! Both halves of crashmail depend on this module, so the wire format lives in
+//! one place. Messages travel as `minidumper` user messages: a kind number and
+//! a JSON body. Dump requests use minidumper's own request, not these kinds.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Version of the message bodies below; the watcher refuses other versions.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The kinds of message the application sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum MessageKind {
+    /// [`Hello`]: who the application is and what to attach to its reports.
+    Hello = 1,
+    /// [`PanicRecord`]: a Rust panic, sent from the panic hook.
+    Panic = 2,
+    /// Empty body: the application is shutting down cleanly.
+    Goodbye = 3,
+}
+
+impl MessageKind {
+    /// Decodes a kind number received from the wire.
+    pub fn from_u32(kind: u32) -> Option<Self> {
+        match kind {
+            1 => Some(Self::Hello),
+            2 => Some(Self::Panic),
+            3 => Some(Self::Goodbye),
+            _ => None,
+        }
+    }
+}
+
+/// Sent once, right after the application connects to its watcher.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Hello {
+    pub protocol: u32,
+    pub app_name: String,
+    pub app_version: String,
+    pub pid: u32,
+    /// The application's executable, used to find `AXIS.INI` beside it.
+    pub exe: Option<PathBuf>,
+    /// The application's working directory, the last place `AXIS.INI` is looked for.
+    pub cwd: Option<PathBuf>,
+    /// `AXIS.INI` as given to `install`, if the application named one.
+    pub ini_path: Option<PathBuf>,
+    /// Log files whose tails go into every report.
+    pub log_files: Vec<PathBuf>,
+    /// Outbox directory the application and the watcher share.
+    pub outbox_dir: PathBuf,
+    /// Process start, as Unix milliseconds.
+    pub started_at_ms: u64,
+}
+
+/// Everything the panic hook knows about a panic.
+///
+/// The same record is written to the outbox's `incoming/` folder when no
+/// watcher is reachable, so it carries the application's identity too.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PanicRecord {
+    pub protocol: u32,
+    pub app_name: String,
+    pub app_version: String,
+    pub pid: u32,
+    /// The panic message, formatted; a placeholder for non-string payloads.
+    pub message: String,
+    /// `file:line:column` of the panic, when the runtime knows it.
+    pub location: Option<String>,
+    /// The panicking thread's name (`main`, or `<unnamed>`).
+    pub thread: String,
+    /// The symbolised in-process backtrace, as std prints it.
+    pub backtrace: String,
+    /// Last log records before the panic, oldest first.
+    pub breadcrumbs: Vec<String>,
+    /// Log files to attach, for reports written without a watcher.
+    pub log_files: Vec<PathBuf>,
+    /// Unix milliseconds when the panic happened.
+    pub time_ms: u64,
+}
+
+/// A native crash noted by the signal handler when no watcher was reachable.
+///
+/// The handler writes it with async-signal-safe calls only, as one line of
+/// `key=value` pairs; see [`SignalRecord::parse`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignalRecord {
+    pub signal: i32,
+    pub code: i32,
+    pub pid: u32,
+    pub sender_pid: u32,
+    pub address: u64,
+    pub time_s: u64,
+}
+
+impl SignalRecord {
+    /// Parses the line the signal handler writes, for example
+    /// `signal=11 code=1 pid=42 sender=0 addr=0 time=1700000000`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut record = SignalRecord {
+            signal: 0,
+            code: 0,
+            pid: 0,
+            sender_pid: 0,
+            address: 0,
+            time_s: 0,
+        };
+        let mut seen_signal = false;
+        for field in text.split_whitespace() {
+            let (key, value) = field.split_once('=')?;
+            match key {
+                "signal" => {
+                    record.signal = value.parse().ok()?;
+                    seen_signal = true;
+                }
+                "code" => record.code = value.parse().ok()?,
+                "pid" => record.pid = value.parse().ok()?,
+                "sender" => record.sender_pid = value.parse().ok()?,
+                "addr" => record.address = value.parse().ok()?,
+                "time" => record.time_s = value.parse().ok()?,
+                _ => {}
+            }
+        }
+        seen_signal.then_some(record)
+    }
+}
+
+/// The name of a crash signal, `SIG…`, or `signal N` for others.
+pub fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGQUIT => "SIGQUIT",
+        _ => return format!("signal {signal}"),
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_record_round_trips_the_handler_format() {
+        let record = SignalRecord::parse("signal=11 code=1 pid=42 sender=0 addr=16 time=1700000000\n")
+            .expect("parses");
+        assert_eq!(record.signal, 11);
+        assert_eq!(record.code, 1);
+        assert_eq!(record.pid, 42);
+        assert_eq!(record.address, 16);
+        assert_eq!(record.time_s, 1_700_000_000);
+    }
+
+    #[test]
+    fn signal_record_without_signal_is_refused() {
+        assert_eq!(SignalRecord::parse("pid=3 code=1"), None);
+        assert_eq!(SignalRecord::parse("garbage"), None);
+    }
+
+    #[test]
+    fn kinds_decode() {
+        assert_eq!(MessageKind::from_u32(2), Some(MessageKind::Panic));
+        assert_eq!(MessageKind::from_u32(99), None);
+    }
+}

@@ -1,0 +1,204 @@
+//! Turning the evidence of one crash into a report.
+//!
+//! The watcher calls this with what the application sent; `crashmail`
+//! commands call it for records the application left in `incoming/` when it
+//! had no watcher.
+
+use crate::bundle::ReportContents;
+use crate::collect;
+use crate::dump;
+use crate::report::{self, Frame, PanicFacts, ReportKind, ReportMeta, SignalFacts};
+use chrono::{DateTime, Utc};
+use crashmail_handler::protocol::{PanicRecord, SignalRecord};
+use std::path::PathBuf;
+
+/// Everything known about one crash.
+#[derive(Clone, Debug, Default)]
+pub struct CrashEvidence {
+    pub app_name: String,
+    pub app_version: String,
+    pub pid: u32,
+    pub started_at_ms: Option<u64>,
+    pub exe: Option<PathBuf>,
+    pub cwd: Option<PathBuf>,
+    pub log_files: Vec<PathBuf>,
+    pub panic: Option<PanicRecord>,
+    /// The minidump, or why there is none.
+    pub minidump: Option<Result<Vec<u8>, String>>,
+    /// The signal handler's own record, when it had no watcher.
+    pub signal_record: Option<SignalRecord>,
+    /// True when the application vanished without a crash or a goodbye.
+    pub abnormal_exit: bool,
+    pub time: Option<DateTime<Utc>>,
+}
+
+/// Builds the report: reason, frames, signature, system facts, log tails.
+pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents {
+    let time = evidence.time.unwrap_or_else(Utc::now);
+    let mut notes = Vec::new();
+
+    let mut minidump = None;
+    let mut analysis = None;
+    match evidence.minidump {
+        Some(Ok(bytes)) => {
+            match dump::analyse(&bytes, &[]) {
+                Ok(found) => analysis = Some(found),
+                Err(why) => notes.push(format!("minidump: {why}")),
+            }
+            minidump = Some(bytes);
+        }
+        Some(Err(why)) => notes.push(format!("no minidump: {why}")),
+        None if evidence.panic.is_none() => notes.push("no minidump: the watcher did not receive one".into()),
+        None => {}
+    }
+
+    let backtrace = evidence.panic.as_ref().map(|p| p.backtrace.clone()).filter(|b| !b.trim().is_empty());
+    let (kind, reason, reason_class, frames, panic_facts, signal_facts) = if let Some(panic) = &evidence.panic {
+        let frames: Vec<Frame> = report::parse_std_backtrace(&panic.backtrace);
+        let reason = one_line(&panic.message);
+        (
+            ReportKind::Panic,
+            reason.clone(),
+            report::reason_class(&reason),
+            frames,
+            Some(PanicFacts {
+                message: panic.message.clone(),
+                location: panic.location.clone(),
+                thread: panic.thread.clone(),
+            }),
+            None,
+        )
+    } else if let Some(signal) = analysis
+        .as_ref()
+        .and_then(|a| a.signal.clone())
+        .or_else(|| evidence.signal_record.as_ref().map(signal_from_record))
+    {
+        let frames = analysis.as_ref().map(|a| a.frames.clone()).unwrap_or_default();
+        (
+            ReportKind::Signal,
+            dump::signal_reason(&signal),
+            signal.name.clone(),
+            frames,
+            None,
+            Some(signal),
+        )
+    } else {
+        (
+            ReportKind::AbnormalExit,
+            "the application ended without a clean shutdown (killed, or exited without running exit handlers)".to_string(),
+            "ended without a clean shutdown".to_string(),
+            Vec::new(),
+            None,
+            None,
+        )
+    };
+
+    let application_frames = report::application_frames(&frames);
+    // Unnamed frames (`module + 0x…`) say nothing stable about the crash;
+    // they count only when no frame has a name.
+    let named: Vec<&str> = application_frames
+        .iter()
+        .map(|f| f.function.as_str())
+        .filter(|f| !report::is_unnamed(f))
+        .collect();
+    let signature_functions: Vec<&str> = if named.is_empty() {
+        application_frames.iter().take(1).map(|f| f.function.as_str()).collect()
+    } else {
+        named
+    };
+    let signature = report::signature(kind, &reason_class, &signature_functions);
+    let shown_frames: Vec<String> = if kind == ReportKind::Panic {
+        application_frames.iter().take(dump::TOP_FRAMES).map(|f| f.display()).collect()
+    } else {
+        frames.iter().take(dump::TOP_FRAMES).map(Frame::display).collect()
+    };
+
+    let mut system = collect::system_info();
+    system.process_uptime_s = evidence
+        .started_at_ms
+        .map(|start| (time.timestamp_millis() as f64 - start as f64).max(0.0) / 1000.0);
+    system.executable = evidence.exe.as_ref().map(|p| scrub_home(&p.display().to_string()));
+    system.working_directory = evidence.cwd.as_ref().map(|p| scrub_home(&p.display().to_string()));
+
+    let (logs, log_notes) = collect::log_tails(&evidence.log_files, log_tail_bytes);
+    notes.extend(log_notes);
+
+    let meta = ReportMeta {
+        schema: report::SCHEMA_VERSION,
+        id: uuid::Uuid::new_v4(),
+        kind,
+        app_name: evidence.app_name,
+        app_version: evidence.app_version,
+        time,
+        reason,
+        signature,
+        host: system.host.clone().unwrap_or_else(|| "unknown host".into()),
+        os: system.os_line(),
+        pid: evidence.pid,
+        occurrences: 1,
+        panic: panic_facts,
+        signal: signal_facts,
+        frames: shown_frames,
+        notes,
+    };
+    ReportContents {
+        meta,
+        backtrace,
+        minidump,
+        system,
+        logs,
+        breadcrumbs: evidence.panic.map(|p| p.breadcrumbs).unwrap_or_default(),
+    }
+}
+
+fn signal_from_record(record: &SignalRecord) -> SignalFacts {
+    SignalFacts {
+        number: record.signal,
+        name: crashmail_handler::protocol::signal_name(record.signal),
+        code: record.code as i64,
+        code_name: (record.code <= 0).then(|| "sent by another process".to_string()),
+        address: Some(record.address),
+        thread_id: None,
+    }
+}
+
+/// Newlines and other control characters folded to spaces: a reason is one line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The user's home folder shown as `~`.
+pub fn scrub_home(text: &str) -> String {
+    match std::env::var("HOME") {
+        Ok(home) if home.len() > 1 => {
+            let home = home.trim_end_matches('/');
+            let mut out = String::with_capacity(text.len());
+            let mut rest = text;
+            while let Some(index) = rest.find(home) {
+                let after = &rest[index + home.len()..];
+                let boundary = after.is_empty() || after.starts_with('/');
+                out.push_str(&rest[..index]);
+                out.push_str(if boundary { "~" } else { home });
+                rest = after;
+            }
+            out.push_str(rest);
+            out
+        }
+        _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_one_line() {
+        assert_eq!(one_line("boom\r\nBcc: x@example.net\r\n\r\nfake"), "boom Bcc: x@example.net fake");
+    }
+}

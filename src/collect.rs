@@ -1,0 +1,241 @@
+//! What the watcher gathers beside the dump: system facts and log tails.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// `system.json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SystemInfo {
+    pub os_name: Option<String>,
+    pub os_version: Option<String>,
+    pub kernel: Option<String>,
+    pub arch: String,
+    pub host: Option<String>,
+    pub cpu_model: Option<String>,
+    pub cpu_count: usize,
+    /// Bytes; the cgroup's limit when the process runs under one.
+    pub memory_total: u64,
+    pub memory_available: u64,
+    /// True when `memory_total` is a cgroup limit rather than the machine's RAM.
+    pub memory_limited_by_cgroup: bool,
+    pub load_average: [f64; 3],
+    pub system_uptime_s: Option<u64>,
+    pub container: Option<String>,
+    /// How long the application had been running when it crashed.
+    pub process_uptime_s: Option<f64>,
+    pub executable: Option<String>,
+    pub working_directory: Option<String>,
+}
+
+impl SystemInfo {
+    /// What is known without asking the system library.
+    fn default_for_this_machine() -> SystemInfo {
+        SystemInfo {
+            arch: std::env::consts::ARCH.to_string(),
+            cpu_count: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            ..SystemInfo::default()
+        }
+    }
+
+    /// "Debian GNU/Linux 12 (kernel 6.1.0)".
+    pub fn os_line(&self) -> String {
+        let name = self
+            .os_version
+            .clone()
+            .or_else(|| self.os_name.clone())
+            .unwrap_or_else(|| "unknown OS".to_string());
+        match &self.kernel {
+            Some(kernel) => format!("{name} (kernel {kernel}, {})", self.arch),
+            None => format!("{name} ({})", self.arch),
+        }
+    }
+}
+
+/// The facts of this machine now. Reads only cheap, local sources: no scan of
+/// every process on the machine.
+pub fn system_info() -> SystemInfo {
+    use sysinfo::{CpuRefreshKind, System};
+    let mut system = match System::new() {
+        Ok(system) => system,
+        Err(_) => return SystemInfo::default_for_this_machine(),
+    };
+    system.refresh_memory();
+    system.refresh_cpu_list(CpuRefreshKind::nothing());
+    let (memory_total, memory_available, limited) = match system.cgroup_limits() {
+        Some(limits) if limits.total_memory > 0 && limits.total_memory < system.total_memory() => {
+            (limits.total_memory, limits.free_memory, true)
+        }
+        _ => (system.total_memory(), system.available_memory(), false),
+    };
+    let load = System::load_average().ok();
+    SystemInfo {
+        os_name: System::name().ok(),
+        os_version: System::long_os_version().ok(),
+        kernel: System::kernel_version().ok(),
+        arch: System::cpu_arch(),
+        host: System::host_name().ok(),
+        cpu_model: system.cpus().first().map(|cpu| cpu.brand().trim().to_string()).filter(|b| !b.is_empty()),
+        cpu_count: system.cpus().len().max(1),
+        memory_total,
+        memory_available,
+        memory_limited_by_cgroup: limited,
+        load_average: load.map(|l| [l.one, l.five, l.fifteen]).unwrap_or_default(),
+        system_uptime_s: System::uptime().ok(),
+        container: detect_container(),
+        process_uptime_s: None,
+        executable: None,
+        working_directory: None,
+    }
+}
+
+fn detect_container() -> Option<String> {
+    if Path::new("/.dockerenv").exists() {
+        return Some("docker".into());
+    }
+    if Path::new("/run/.containerenv").exists() {
+        return Some("podman".into());
+    }
+    if let Ok(value) = std::env::var("container") {
+        if !value.is_empty() {
+            return Some(value);
+        }
+    }
+    let cgroup = std::fs::read_to_string("/proc/1/cgroup").unwrap_or_default();
+    ["docker", "kubepods", "lxc", "containerd"]
+        .into_iter()
+        .find(|marker| cgroup.contains(marker))
+        .map(str::to_string)
+}
+
+/// The tail of one log file, byte for byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogTail {
+    pub source: PathBuf,
+    /// Entry name in the zip, unique within the report: `logs/app.log`.
+    pub entry: String,
+    pub bytes: Vec<u8>,
+    /// Bytes dropped from the front of the file.
+    pub truncated: u64,
+}
+
+/// Reads the last `max_bytes` of each file. Missing or unreadable files are
+/// reported in the returned notes, not as errors: a report is never held up
+/// by a log.
+pub fn log_tails(files: &[PathBuf], max_bytes: u64) -> (Vec<LogTail>, Vec<String>) {
+    let mut tails = Vec::new();
+    let mut notes = Vec::new();
+    let mut used = HashSet::new();
+    let mut seen_sources = HashSet::new();
+    for path in files {
+        if !seen_sources.insert(path.clone()) {
+            continue;
+        }
+        match read_tail(path, max_bytes) {
+            Ok((bytes, truncated)) => {
+                let entry = unique_entry_name(path, &mut used);
+                if truncated > 0 {
+                    notes.push(format!("{entry}: the first {truncated} bytes of {} were left out", path.display()));
+                }
+                tails.push(LogTail {
+                    source: path.clone(),
+                    entry,
+                    bytes,
+                    truncated,
+                });
+            }
+            Err(e) => notes.push(format!("log {} could not be read: {e}", path.display())),
+        }
+    }
+    (tails, notes)
+}
+
+fn read_tail(path: &Path, max_bytes: u64) -> std::io::Result<(Vec<u8>, u64)> {
+    let mut file = std::fs::File::open(path)?;
+    let length = file.metadata()?.len();
+    let start = length.saturating_sub(max_bytes);
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::with_capacity((length - start) as usize);
+    file.take(max_bytes).read_to_end(&mut bytes)?;
+    Ok((bytes, start))
+}
+
+/// `logs/<name>`; a second file of the same name gets its folder's name in
+/// front (`logs/worker-app.log`), then a number.
+fn unique_entry_name(path: &Path, used: &mut HashSet<String>) -> String {
+    let name = path
+        .file_name()
+        .map(|n| sanitise_entry_part(&n.to_string_lossy()))
+        .unwrap_or_else(|| "log".to_string());
+    let mut candidate = format!("logs/{name}");
+    if used.contains(&candidate) {
+        let parent = path
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|p| sanitise_entry_part(&p.to_string_lossy()))
+            .unwrap_or_default();
+        candidate = format!("logs/{parent}-{name}");
+        let mut counter = 2;
+        while used.contains(&candidate) {
+            candidate = format!("logs/{name}.{counter}");
+            counter += 1;
+        }
+    }
+    used.insert(candidate.clone());
+    candidate
+}
+
+fn sanitise_entry_part(part: &str) -> String {
+    part.chars()
+        .map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_is_byte_exact_and_counts_what_was_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        let mut content = b"first line\n".to_vec();
+        content.extend_from_slice(b"ok\n\xff\xfe raw\n");
+        std::fs::write(&path, &content).unwrap();
+        let (tails, notes) = log_tails(std::slice::from_ref(&path), 9);
+        assert_eq!(tails[0].bytes, b"\xff\xfe raw\n".to_vec()[..].iter().copied().rev().take(9).rev().collect::<Vec<_>>());
+        assert_eq!(tails[0].truncated, content.len() as u64 - 9);
+        assert_eq!(notes.len(), 1);
+        let (whole, _) = log_tails(&[path], 1 << 20);
+        assert_eq!(whole[0].bytes, content);
+    }
+
+    #[test]
+    fn same_names_in_different_folders_get_distinct_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["a", "b"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+            std::fs::write(dir.path().join(sub).join("app.log"), sub).unwrap();
+        }
+        let files = vec![dir.path().join("a/app.log"), dir.path().join("b/app.log")];
+        let (tails, _) = log_tails(&files, 100);
+        assert_eq!(tails[0].entry, "logs/app.log");
+        assert_eq!(tails[1].entry, "logs/b-app.log");
+    }
+
+    #[test]
+    fn missing_log_is_a_note_not_an_error() {
+        let (tails, notes) = log_tails(&[PathBuf::from("/nonexistent/x.log")], 100);
+        assert!(tails.is_empty());
+        assert!(notes[0].contains("could not be read"));
+    }
+
+    #[test]
+    fn system_info_has_the_basics() {
+        let info = system_info();
+        assert!(info.cpu_count >= 1);
+        assert!(info.memory_total > 0);
+        assert!(!info.arch.is_empty());
+    }
+}

@@ -1,0 +1,137 @@
+//! Moving reports out of the outbox: packaging what the application left in
+//! `incoming/`, and sending what waits in `pending/`.
+
+use crate::assemble::{self, CrashEvidence};
+use crate::bundle::{self, REPORT_JSON, SUMMARY_TXT};
+use crate::config::Config;
+use crate::mail;
+use crate::outbox::Outbox;
+use crate::report::ReportMeta;
+use crashmail_handler::protocol::{PanicRecord, SignalRecord};
+
+/// What happened to one report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    /// Still pending; the reason.
+    Kept(String),
+    /// Moved to `failed/`; the reason.
+    Failed(String),
+}
+
+/// Bundles every record in `incoming/` into a pending report. Records that
+/// cannot be read are moved aside, never deleted.
+pub fn package_incoming(outbox: &Outbox, config: Option<&Config>) -> std::io::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let tail = config.map(|c| c.report.log_tail_bytes).unwrap_or(crate::config::DEFAULT_LOG_TAIL_BYTES);
+    for path in outbox.incoming()? {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let evidence = if name.ends_with(".panic.json") {
+            std::fs::read(&path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<PanicRecord>(&bytes).ok())
+                .map(|panic| CrashEvidence {
+                    app_name: panic.app_name.clone(),
+                    app_version: panic.app_version.clone(),
+                    pid: panic.pid,
+                    log_files: panic.log_files.clone(),
+                    time: chrono::DateTime::from_timestamp_millis(panic.time_ms as i64),
+                    panic: Some(panic),
+                    minidump: Some(Err("the application had no watcher when it panicked".into())),
+                    ..CrashEvidence::default()
+                })
+        } else if name.ends_with(".signal") {
+            std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| SignalRecord::parse(&text))
+                .map(|record| CrashEvidence {
+                    app_name: "unknown application".into(),
+                    app_version: "unknown".into(),
+                    pid: record.pid,
+                    time: chrono::DateTime::from_timestamp(record.time_s as i64, 0),
+                    signal_record: Some(record),
+                    minidump: Some(Err("the application had no watcher when it crashed".into())),
+                    ..CrashEvidence::default()
+                })
+        } else {
+            continue;
+        };
+        let Some(mut evidence) = evidence else {
+            let aside = path.with_extension("unreadable");
+            std::fs::rename(&path, aside)?;
+            continue;
+        };
+        if let Some(config) = config {
+            evidence.log_files.extend(config.report.log_files.iter().cloned());
+        }
+        let contents = assemble::assemble(evidence, tail);
+        let zip = contents.to_zip().map_err(std::io::Error::other)?;
+        let id = contents.meta.id.to_string();
+        outbox.add(&id, &zip)?;
+        std::fs::remove_file(&path)?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Sends one pending report. A report that is already claimed by another
+/// sender is skipped (`None`).
+pub fn send_one(outbox: &Outbox, config: &Config, id: &str) -> std::io::Result<Option<Outcome>> {
+    let Some(claim) = outbox.claim(id)? else {
+        return Ok(None);
+    };
+    let zip = std::fs::read(claim.path())?;
+    let prepared = bundle::read_zip_entries(&zip)
+        .map_err(|e| format!("the report zip is unreadable: {e}"))
+        .and_then(|entries| {
+            let meta: ReportMeta = entries
+                .get(REPORT_JSON)
+                .ok_or_else(|| "report.json is missing".to_string())
+                .and_then(|b| serde_json::from_slice(b).map_err(|e| format!("report.json is invalid: {e}")))?;
+            let summary = entries
+                .get(SUMMARY_TXT)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_else(|| meta.summary(&[]));
+            Ok((meta, summary))
+        });
+    let (meta, summary) = match prepared {
+        Ok(prepared) => prepared,
+        Err(why) => {
+            claim.failed(&why)?;
+            return Ok(Some(Outcome::Failed(why)));
+        }
+    };
+    let message = match mail::report_message(&config.smtp, &meta, &summary, zip) {
+        Ok(message) => message,
+        Err(why) => {
+            // A configuration problem (a bad address): keep it for after the fix.
+            claim.retry_later(&why)?;
+            return Ok(Some(Outcome::Kept(why)));
+        }
+    };
+    match mail::send(&config.smtp, &message) {
+        Ok(()) => {
+            claim.sent()?;
+            Ok(Some(Outcome::Sent))
+        }
+        Err(e) if e.is_permanent() => {
+            claim.failed(&e.message)?;
+            Ok(Some(Outcome::Failed(e.message)))
+        }
+        Err(e) => {
+            claim.retry_later(&e.message)?;
+            Ok(Some(Outcome::Kept(e.message)))
+        }
+    }
+}
+
+/// Sends every pending report once; returns each id with its outcome.
+pub fn flush(outbox: &Outbox, config: &Config) -> std::io::Result<Vec<(String, Outcome)>> {
+    let mut outcomes = Vec::new();
+    for id in outbox.pending()? {
+        if let Some(outcome) = send_one(outbox, config, &id)? {
+            outcomes.push((id, outcome));
+        }
+    }
+    Ok(outcomes)
+}

@@ -1,0 +1,170 @@
+//! `crashmail demo`: a sample application crashes twice (a panic, then a
+//! null-pointer write); each report is captured, zipped and emailed to a
+//! loopback SMTP server, and the received reports are shown.
+
+use crate::bundle::{self, MINIDUMP_DMP, REPORT_JSON, SUMMARY_TXT, SYSTEM_JSON};
+use crate::inspect;
+use crate::receiver::LoopbackReceiver;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// How long the demo waits for each email.
+const MAIL_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug, Default)]
+pub struct DemoOptions {
+    pub out: Option<PathBuf>,
+    pub ini: Option<PathBuf>,
+}
+
+/// Runs the demo; true when both reports arrived complete.
+pub fn run(options: DemoOptions) -> anyhow::Result<bool> {
+    let exe = std::env::current_exe()?;
+    let out = match &options.out {
+        Some(out) => {
+            std::fs::create_dir_all(out)?;
+            out.clone()
+        }
+        None => tempfile::Builder::new().prefix("crashmail-demo-").tempdir()?.keep(),
+    };
+    println!("crashmail demo: working in {}", out.display());
+    let work = out.join("work");
+    crashmail_handler::create_private_dir(&work)?;
+    let outbox = work.join("outbox");
+    let log = work.join("app.log");
+
+    let (receiver, ini) = match &options.ini {
+        Some(ini) => {
+            println!("Using the SMTP server of {}", ini.display());
+            (None, ini.clone())
+        }
+        None => {
+            let receiver = LoopbackReceiver::start()?;
+            let ini = work.join("AXIS.INI");
+            std::fs::write(
+                &ini,
+                format!(
+                    "; Written by crashmail demo: a loopback SMTP receiver, no TLS on 127.0.0.1.\n\
+                     [smtp]\nServer = 127.0.0.1\nPort = {}\nSecurity = none\nDomain = example.com\n\
+                     From = crashmail@example.com\nTo = support@example.com\nTimeout = 10\n",
+                    receiver.port()
+                ),
+            )?;
+            println!("Loopback SMTP receiver listening on {}", receiver.address());
+            (Some(receiver), ini)
+        }
+    };
+
+    let mut all_complete = true;
+    for (step, kind) in ["panic", "segv"].into_iter().enumerate() {
+        println!("\n=== {}. the sample application: {kind} ===", step + 1);
+        let output = Command::new(&exe)
+            .args(["sample-app", kind, "--log"])
+            .arg(&log)
+            .env(crashmail_handler::OUTBOX_ENV, &outbox)
+            .env(crate::config::AXIS_INI_ENV, &ini)
+            .output()?;
+        for line in String::from_utf8_lossy(&output.stderr).lines() {
+            println!("  app stderr | {line}");
+        }
+        println!("  app ended: {}", describe_status(&output.status));
+
+        let eml_path = out.join(format!("{}-{kind}.eml", step + 1));
+        let message = match &receiver {
+            Some(receiver) => receiver.wait_for(step + 1, MAIL_WAIT).get(step).map(|m| m.data.clone()),
+            None => wait_for_sent(&outbox, step + 1, MAIL_WAIT).map(|zip| zip_as_email_stand_in(&zip)),
+        };
+        let Some(message) = message else {
+            println!("  no report arrived within {MAIL_WAIT:?}; see {}", outbox.join("watcher.log").display());
+            all_complete = false;
+            continue;
+        };
+        std::fs::write(&eml_path, &message)?;
+        println!("  email received and saved as {}", eml_path.display());
+        match check_complete(&message, kind == "segv") {
+            Ok(()) => {}
+            Err(why) => {
+                println!("  the report is incomplete: {why}");
+                all_complete = false;
+            }
+        }
+        match inspect::open(&eml_path) {
+            Ok(report) => {
+                println!();
+                for line in inspect::render(&report, inspect::ShowOptions { all_threads: false, log_lines: 3 }).lines() {
+                    println!("  {line}");
+                }
+            }
+            Err(e) => {
+                println!("  cannot inspect: {e:#}");
+                all_complete = false;
+            }
+        }
+    }
+    println!();
+    if all_complete {
+        println!("Both reports arrived complete. The emails are in {}", out.display());
+    } else {
+        println!("Something was missing; the watcher's log is {}", outbox.join("watcher.log").display());
+    }
+    Ok(all_complete)
+}
+
+fn describe_status(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by {}", crashmail_handler::protocol::signal_name(signal)),
+        _ => status.to_string(),
+    }
+}
+
+/// With a real server, the demo cannot read the mailbox: it shows the report
+/// from the outbox's `sent/` folder instead.
+fn wait_for_sent(outbox: &Path, count: usize, timeout: Duration) -> Option<Vec<u8>> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut sent: Vec<PathBuf> = std::fs::read_dir(outbox.join(crate::outbox::SENT))
+            .map(|dir| dir.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "zip")).collect())
+            .unwrap_or_default();
+        sent.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        if sent.len() >= count {
+            return std::fs::read(&sent[count - 1]).ok();
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn zip_as_email_stand_in(zip: &[u8]) -> Vec<u8> {
+    zip.to_vec()
+}
+
+/// The demo's promise: each email carries one zip with the report's entries;
+/// the segfault's has a minidump naming SIGSEGV.
+fn check_complete(message: &[u8], expect_minidump: bool) -> Result<(), String> {
+    let zip = if message.starts_with(b"PK") {
+        message.to_vec()
+    } else {
+        inspect::zip_from_email(message).ok_or("no zip attachment")?
+    };
+    let entries = bundle::read_zip_entries(&zip).map_err(|e| e.to_string())?;
+    for required in [REPORT_JSON, SUMMARY_TXT, SYSTEM_JSON] {
+        if !entries.contains_key(required) {
+            return Err(format!("{required} is missing"));
+        }
+    }
+    if !entries.keys().any(|name| name.starts_with("logs/")) {
+        return Err("no log tail".into());
+    }
+    if expect_minidump {
+        let dump = entries.get(MINIDUMP_DMP).ok_or("minidump.dmp is missing")?;
+        if !dump.starts_with(b"MDMP") {
+            return Err("minidump.dmp does not start with MDMP".into());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! Reading minidumps: the signal, the crashing thread's frames, the modules.
+//!
+//! Used by the watcher (to name the signal and the top frames in the report)
+//! and by `inspect` (to show the stack when there is no text backtrace).
+
+use crate::report::{Frame, SignalFacts};
+use crate::symbolize::LocalSymbolizer;
+use minidump::{Minidump, MinidumpException, MinidumpModuleList, MinidumpSystemInfo, Module};
+use std::path::PathBuf;
+
+/// What a minidump says about a crash.
+#[derive(Clone, Debug, Default)]
+pub struct DumpAnalysis {
+    pub signal: Option<SignalFacts>,
+    /// The crashing thread's frames, top first.
+    pub frames: Vec<Frame>,
+    pub thread_count: usize,
+    /// All threads' frames, for `inspect --threads`.
+    pub threads: Vec<(u32, Option<String>, Vec<Frame>)>,
+    /// `path (build id)` of every module, main executable first.
+    pub modules: Vec<String>,
+}
+
+/// Frames shown in a summary.
+pub const TOP_FRAMES: usize = 12;
+
+/// Reads a minidump and walks its crashing thread's stack. `symbol_paths`
+/// are folders of Breakpad `.sym` files; without them frames show module +
+/// offset.
+pub fn analyse(bytes: &[u8], symbol_paths: &[PathBuf]) -> Result<DumpAnalysis, String> {
+    let dump = Minidump::read(bytes).map_err(|e| format!("not a readable minidump: {e}"))?;
+    let mut analysis = DumpAnalysis::default();
+
+    let system = dump.get_stream::<MinidumpSystemInfo>().ok();
+    if let Ok(exception) = dump.get_stream::<MinidumpException>() {
+        let record = &exception.raw.exception_record;
+        let reason = system
+            .as_ref()
+            .map(|s| exception.get_crash_reason(s.os, s.cpu).to_string());
+        let code_name = reason
+            .as_deref()
+            .and_then(|r| r.split_once(" / "))
+            .map(|(_, code)| code.trim().to_string());
+        let number = record.exception_code as i32;
+        analysis.signal = Some(SignalFacts {
+            number,
+            name: crashmail_handler::protocol::signal_name(number),
+            code: record.exception_flags as i32 as i64,
+            code_name,
+            address: Some(record.exception_address),
+            thread_id: Some(exception.get_crashing_thread_id()),
+        });
+    }
+    if let Ok(modules) = dump.get_stream::<MinidumpModuleList>() {
+        analysis.modules = modules
+            .iter()
+            .map(|m| match m.code_identifier() {
+                Some(id) => format!("{} ({id})", m.code_file()),
+                None => m.code_file().to_string(),
+            })
+            .collect();
+    }
+
+    let supplier = minidump_unwind::simple_symbol_supplier(symbol_paths.to_vec());
+    let symbolizer = minidump_unwind::Symbolizer::new(supplier);
+    let mut local = LocalSymbolizer::default();
+    match pollster::block_on(minidump_processor::process_minidump(&dump, &symbolizer)) {
+        Ok(state) => {
+            analysis.thread_count = state.threads.len();
+            for stack in &state.threads {
+                let frames = stack.frames.iter().flat_map(|f| frames_of(f, &mut local)).collect();
+                analysis.threads.push((stack.thread_id, stack.thread_name.clone(), frames));
+            }
+            let crashing = state
+                .requesting_thread
+                .and_then(|index| state.threads.get(index))
+                .or_else(|| {
+                    let tid = analysis.signal.as_ref().and_then(|s| s.thread_id)?;
+                    state.threads.iter().find(|t| t.thread_id == tid)
+                });
+            if let Some(stack) = crashing {
+                analysis.frames = stack.frames.iter().flat_map(|f| frames_of(f, &mut local)).collect();
+            }
+        }
+        Err(e) => return Err(format!("the stack could not be walked: {e}")),
+    }
+    Ok(analysis)
+}
+
+/// The frame as the walk named it, or, when it could not, as the module on
+/// this machine names it (inlined frames included, innermost first).
+fn frames_of(frame: &minidump_unwind::StackFrame, local: &mut LocalSymbolizer) -> Vec<Frame> {
+    if frame.function_name.is_none() {
+        if let Some(module) = &frame.module {
+            let build_id = module.code_identifier().map(|id| id.to_string());
+            let offset = frame.instruction.saturating_sub(module.base_address());
+            if let Some(frames) = local.frames(&module.code_file(), build_id.as_deref(), offset) {
+                return frames;
+            }
+        }
+    }
+    vec![frame_of(frame)]
+}
+
+fn frame_of(frame: &minidump_unwind::StackFrame) -> Frame {
+    let module_offset = frame.module.as_ref().map(|module| {
+        let name = module.code_file();
+        let short = name.rsplit('/').next().unwrap_or(&name).to_string();
+        format!("{short} + {:#x}", frame.instruction.saturating_sub(module.base_address()))
+    });
+    let function = match (&frame.function_name, &module_offset) {
+        (Some(function), _) => function.clone(),
+        (None, Some(module_offset)) => module_offset.clone(),
+        (None, None) => format!("{:#x}", frame.instruction),
+    };
+    let location = match (&frame.source_file_name, frame.source_line) {
+        (Some(file), Some(line)) => Some(format!("{file}:{line}")),
+        (Some(file), None) => Some(file.clone()),
+        _ => None,
+    };
+    Frame { function, location }
+}
+
+/// One-line reason for a signal: `SIGSEGV (SEGV_MAPERR) at 0x0`.
+pub fn signal_reason(signal: &SignalFacts) -> String {
+    let mut reason = signal.name.clone();
+    if let Some(code) = &signal.code_name {
+        reason.push_str(&format!(" ({code})"));
+    }
+    if let Some(address) = signal.address {
+        if matches!(signal.number, libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE) {
+            reason.push_str(&format!(" at {address:#x}"));
+        }
+    }
+    reason
+}

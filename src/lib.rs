@@ -1,0 +1,21 @@
+//! crashmail: crash reports captured out of process, bundled and emailed.
+//!
+//! This crate is the heavy half: the watcher that writes the minidump and
+//! builds the report, the outbox, the mail path, and the tools support
+//! engineers use. Applications embed the small `crashmail-handler` crate.
+
+pub mod assemble;
+pub mod bundle;
+pub mod collect;
+pub mod config;
+pub mod delivery;
+pub mod demo;
+pub mod dump;
+pub mod inspect;
+pub mod mail;
+pub mod outbox;
+pub mod receiver;
+pub mod report;
+pub mod sample_app;
+pub mod symbolize;
+pub mod watcher;

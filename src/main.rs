@@ -1,0 +1,186 @@
+//! The `crashmail` command.
+
+use clap::{Parser, Subcommand};
+use crashmail::{config, delivery, demo, inspect, outbox::Outbox, watcher};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Crash reports captured, bundled and emailed over SMTP.
+#[derive(Parser)]
+#[command(name = "crashmail", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a sample application that crashes twice and show the reports that
+    /// reach a loopback SMTP server.
+    Demo {
+        /// Where to keep the received emails (default: a new temporary folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Send through the server of this AXIS.INI instead of a loopback one.
+        #[arg(long)]
+        ini: Option<PathBuf>,
+    },
+    /// Show a report: a report zip, an .eml carrying one, or an extracted folder.
+    Inspect {
+        report: PathBuf,
+        /// Show every thread of the minidump.
+        #[arg(long)]
+        threads: bool,
+        /// Print report.json instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work with the outbox.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+        /// The outbox (default: $CRASHMAIL_OUTBOX, else the user's state folder).
+        #[arg(long, global = true)]
+        outbox: Option<PathBuf>,
+        /// AXIS.INI to send with (default: searched as described in the README).
+        #[arg(long, global = true)]
+        ini: Option<PathBuf>,
+    },
+    /// The watcher an application starts; not for interactive use.
+    #[command(hide = true)]
+    Watch {
+        #[arg(long)]
+        socket: String,
+        #[arg(long)]
+        app_pid: Option<u32>,
+        #[arg(long)]
+        ini: Option<PathBuf>,
+    },
+    /// The demo's sample application.
+    #[command(hide = true)]
+    SampleApp {
+        kind: String,
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Package records left by applications and send every pending report.
+    Flush,
+    /// List the reports in each state.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("crashmail: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Demo { out, ini } => {
+            let complete = demo::run(demo::DemoOptions { out, ini })?;
+            Ok(if complete { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Inspect { report, threads, json } => {
+            let opened = inspect::open(&report)?;
+            if json {
+                let meta = opened.meta.as_ref().ok_or_else(|| anyhow::anyhow!("{}", opened.problems.join("; ")))?;
+                println!("{}", serde_json::to_string_pretty(meta)?);
+            } else {
+                print!("{}", inspect::render(&opened, inspect::ShowOptions { all_threads: threads, log_lines: 10 }));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Outbox { command, outbox, ini } => {
+            let root = outbox
+                .or_else(crashmail_handler::default_outbox_dir)
+                .ok_or_else(|| anyhow::anyhow!("no outbox: pass --outbox or set CRASHMAIL_OUTBOX"))?;
+            let outbox = Outbox::open(&root)?;
+            match command {
+                OutboxCommand::List => {
+                    for state in [crashmail::outbox::PENDING, crashmail::outbox::SENDING, crashmail::outbox::SENT, crashmail::outbox::FAILED] {
+                        let mut names: Vec<String> = std::fs::read_dir(outbox.dir(state))?
+                            .filter_map(Result::ok)
+                            .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".zip").map(str::to_string))
+                            .collect();
+                        names.sort();
+                        println!("{state:<8} {}", names.len());
+                        for name in names {
+                            let record = outbox.record(state, &name);
+                            println!("  {name}  attempts {}  {}", record.attempts, record.last_error.unwrap_or_default());
+                        }
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                OutboxCommand::Flush => {
+                    let path = config::find(ini.as_deref(), None, std::env::current_dir().ok().as_deref())?;
+                    let config = config::load(&path)?;
+                    let packaged = delivery::package_incoming(&outbox, Some(&config))?;
+                    if !packaged.is_empty() {
+                        println!("packaged {} record(s) left by applications", packaged.len());
+                    }
+                    let outcomes = delivery::flush(&outbox, &config)?;
+                    let mut still_pending = 0;
+                    for (id, outcome) in &outcomes {
+                        match outcome {
+                            delivery::Outcome::Sent => println!("sent     {id}"),
+                            delivery::Outcome::Kept(why) => {
+                                still_pending += 1;
+                                println!("pending  {id}: {why}");
+                            }
+                            delivery::Outcome::Failed(why) => println!("failed   {id}: {why}"),
+                        }
+                    }
+                    println!("{} sent, {still_pending} still pending", outcomes.iter().filter(|(_, o)| *o == delivery::Outcome::Sent).count());
+                    Ok(if still_pending == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) })
+                }
+            }
+        }
+        Command::Watch { socket, app_pid, ini } => {
+            log::set_logger(&STDERR_LOGGER).ok();
+            log::set_max_level(log::LevelFilter::Info);
+            watcher::run(watcher::WatchOptions { socket, app_pid, ini })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SampleApp { kind, log } => {
+            let code = crashmail::sample_app::run(&kind, log);
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
+    }
+}
+
+/// The watcher's log: one timestamped line per record on stderr, which the
+/// application points at the outbox's `watcher.log`.
+struct StderrLogger;
+static STDERR_LOGGER: StderrLogger = StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Info && metadata.target().starts_with("crashmail")
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{} crashmail watch[{}] {}: {}",
+                chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                std::process::id(),
+                record.level(),
+                record.args()
+            );
+        }
+    }
+
+    fn flush(&self) {}
+}

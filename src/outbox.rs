@@ -1,0 +1,223 @@
+//! The outbox: a directory per state, every write atomic, every claim a rename.
+//!
+//! ```text
+//! <outbox>/pending/<id>.zip     waiting to be sent
+//! <outbox>/sending/<id>.zip     claimed by a sender
+//! <outbox>/sent/<id>.zip        delivered
+//! <outbox>/failed/<id>.zip      refused for good (with <id>.json saying why)
+//! <outbox>/incoming/            records the application wrote without a watcher
+//! <outbox>/run/                 watcher sockets and dumps being written
+//! ```
+//!
+//! Directories are 0700 and files 0600: reports hold private data.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+pub const PENDING: &str = "pending";
+pub const SENDING: &str = "sending";
+pub const SENT: &str = "sent";
+pub const FAILED: &str = "failed";
+
+/// A report's delivery record, kept beside it as `<id>.json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// RFC 3339 time of the last attempt.
+    pub last_attempt: Option<String>,
+}
+
+/// An outbox directory.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    root: PathBuf,
+}
+
+impl Outbox {
+    /// Opens (and creates, privately) the outbox at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> std::io::Result<Outbox> {
+        let root = root.into();
+        for dir in [PENDING, SENDING, SENT, FAILED, crashmail_handler::INCOMING_DIR, crashmail_handler::RUN_DIR] {
+            crashmail_handler::create_private_dir(&root.join(dir))?;
+        }
+        crashmail_handler::create_private_dir(&root)?;
+        Ok(Outbox { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn dir(&self, state: &str) -> PathBuf {
+        self.root.join(state)
+    }
+
+    /// Puts a report into `pending/`, durably.
+    pub fn add(&self, id: &str, zip: &[u8]) -> std::io::Result<PathBuf> {
+        let path = self.dir(PENDING).join(format!("{id}.zip"));
+        write_atomic(&path, zip)?;
+        Ok(path)
+    }
+
+    /// Ids waiting in `pending/`, oldest first.
+    pub fn pending(&self) -> std::io::Result<Vec<String>> {
+        let mut entries: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(self.dir(PENDING))?
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let id = name.strip_suffix(".zip")?.to_string();
+                let modified = entry.metadata().and_then(|m| m.modified()).ok()?;
+                Some((modified, id))
+            })
+            .collect();
+        entries.sort();
+        Ok(entries.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// Claims a pending report by renaming it into `sending/`. `None` when
+    /// another sender was first.
+    pub fn claim(&self, id: &str) -> std::io::Result<Option<Claim>> {
+        let from = self.dir(PENDING).join(format!("{id}.zip"));
+        let to = self.dir(SENDING).join(format!("{id}.zip"));
+        match std::fs::rename(&from, &to) {
+            Ok(()) => Ok(Some(Claim {
+                outbox: self.clone(),
+                id: id.to_string(),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The delivery record of a report in `state`.
+    pub fn record(&self, state: &str, id: &str) -> DeliveryRecord {
+        std::fs::read(self.dir(state).join(format!("{id}.json")))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Files the application left in `incoming/` without a watcher.
+    pub fn incoming(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir(crashmail_handler::INCOMING_DIR))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+}
+
+/// A report this process has claimed for sending.
+#[derive(Debug)]
+pub struct Claim {
+    outbox: Outbox,
+    id: String,
+}
+
+impl Claim {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.outbox.dir(SENDING).join(format!("{}.zip", self.id))
+    }
+
+    /// Delivered: moves the report to `sent/`.
+    pub fn sent(self) -> std::io::Result<()> {
+        self.finish(SENT, None)
+    }
+
+    /// Not delivered this time: back to `pending/`, with the reason recorded.
+    pub fn retry_later(self, error: &str) -> std::io::Result<()> {
+        self.finish(PENDING, Some(error))
+    }
+
+    /// Refused for good: to `failed/`, with the reason recorded.
+    pub fn failed(self, error: &str) -> std::io::Result<()> {
+        self.finish(FAILED, Some(error))
+    }
+
+    fn finish(self, state: &str, error: Option<&str>) -> std::io::Result<()> {
+        let mut record = self.outbox.record(PENDING, &self.id);
+        record.attempts += 1;
+        record.last_attempt = Some(chrono::Utc::now().to_rfc3339());
+        if let Some(error) = error {
+            record.last_error = Some(error.to_string());
+        }
+        let json = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
+        write_atomic(&self.outbox.dir(state).join(format!("{}.json", self.id)), &json)?;
+        std::fs::rename(self.path(), self.outbox.dir(state).join(format!("{}.zip", self.id)))?;
+        if state != PENDING {
+            let _ = std::fs::remove_file(self.outbox.dir(PENDING).join(format!("{}.json", self.id)));
+        }
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `path` so that `path` is either absent or complete:
+/// temporary name, fsync, rename, fsync of the folder. The file is 0600.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temporary, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn add_claim_and_send_moves_through_states_privately() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path().join("box")).unwrap();
+        let path = outbox.add("r1", b"zip").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(outbox.dir(PENDING)).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(outbox.pending().unwrap(), vec!["r1".to_string()]);
+        let claim = outbox.claim("r1").unwrap().expect("claimed");
+        assert!(outbox.claim("r1").unwrap().is_none(), "a second claim must fail");
+        claim.sent().unwrap();
+        assert!(outbox.dir(SENT).join("r1.zip").exists());
+        assert!(outbox.pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn retry_keeps_the_report_and_counts_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        outbox.add("r2", b"zip").unwrap();
+        outbox.claim("r2").unwrap().unwrap().retry_later("connection refused").unwrap();
+        outbox.claim("r2").unwrap().unwrap().retry_later("connection refused again").unwrap();
+        let record = outbox.record(PENDING, "r2");
+        assert_eq!(record.attempts, 2);
+        assert_eq!(record.last_error.as_deref(), Some("connection refused again"));
+        assert_eq!(std::fs::read(outbox.dir(PENDING).join("r2.zip")).unwrap(), b"zip");
+    }
+}

@@ -1,0 +1,102 @@
+//! Naming native frames from the modules' own debug information.
+//!
+//! A minidump names a frame only by module and offset. On the machine where
+//! the crash happened (the watcher's case) the modules are still on disk, so
+//! their symbol tables and DWARF line tables give function, file and line.
+//! A module is used only when its build id matches the one recorded in the
+//! minidump: a rebuilt binary at the same path must not lend wrong names.
+#![allow(unsafe_code)]
+
+use crate::report::Frame;
+use object::{Object, ObjectSection, ObjectSegment};
+use std::collections::HashMap;
+
+/// One module file, opened once.
+struct ModuleFile {
+    loader: addr2line::Loader,
+    /// The lowest segment address: offsets in the process map onto it.
+    base_vaddr: u64,
+    /// Address ranges of executable code; a probe elsewhere is not a frame.
+    code: Vec<(u64, u64)>,
+}
+
+/// Symbolises frames by module path and offset, caching opened modules.
+#[derive(Default)]
+pub struct LocalSymbolizer {
+    modules: HashMap<String, Option<ModuleFile>>,
+}
+
+impl LocalSymbolizer {
+    /// The frames (innermost inlined frame first) at `offset` in the module
+    /// at `path` whose build id is `build_id` (hex). `None` when the file is
+    /// missing, differs from the crashed build, or has no symbol there.
+    pub fn frames(&mut self, path: &str, build_id: Option<&str>, offset: u64) -> Option<Vec<Frame>> {
+        let module = self
+            .modules
+            .entry(path.to_string())
+            .or_insert_with(|| open_module(path, build_id))
+            .as_ref()?;
+        let probe = module.base_vaddr + offset;
+        if !module.code.iter().any(|(start, end)| (*start..*end).contains(&probe)) {
+            return None;
+        }
+        let mut frames = Vec::new();
+        if let Ok(mut iter) = module.loader.find_frames(probe) {
+            while let Ok(Some(frame)) = iter.next() {
+                let function = frame
+                    .function
+                    .as_ref()
+                    .and_then(|f| f.demangle().ok().map(|n| n.into_owned()));
+                let location = frame.location.as_ref().and_then(|l| {
+                    let file = l.file?;
+                    Some(match l.line {
+                        Some(line) => format!("{file}:{line}"),
+                        None => file.to_string(),
+                    })
+                });
+                if let Some(function) = function {
+                    frames.push(Frame { function, location });
+                }
+            }
+        }
+        if frames.is_empty() {
+            let symbol = module.loader.find_symbol(probe)?;
+            frames.push(Frame {
+                function: addr2line::demangle_auto(symbol.into(), None).into_owned(),
+                location: None,
+            });
+        }
+        Some(frames)
+    }
+}
+
+fn open_module(path: &str, expected_build_id: Option<&str>) -> Option<ModuleFile> {
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: the mapping is read-only and dropped before this returns; a
+    // module replaced underneath us can at worst give a wrong build id.
+    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    let object = object::File::parse(&*map).ok()?;
+    if let Some(expected) = expected_build_id {
+        let actual = object.build_id().ok().flatten().map(hex)?;
+        if !actual.eq_ignore_ascii_case(expected) {
+            return None;
+        }
+    }
+    let base_vaddr = object
+        .segments()
+        .map(|segment| segment.address())
+        .min()
+        .unwrap_or(0)
+        & !0xfff;
+    let code = object
+        .sections()
+        .filter(|section| section.kind() == object::SectionKind::Text)
+        .map(|section| (section.address(), section.address() + section.size()))
+        .collect();
+    let loader = addr2line::Loader::new(path).ok()?;
+    Some(ModuleFile { loader, base_vaddr, code })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

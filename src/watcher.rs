@@ -1,0 +1,333 @@
+//! `crashmail watch`: the out-of-process half.
+//!
+//! It serves one application over minidumper's socket: writes the minidump
+//! when asked, receives panic records, and when the application dies builds
+//! the report, puts it in the outbox and emails it. It exits once the
+//! application is gone and its reports are dealt with.
+
+use crate::assemble::{self, CrashEvidence};
+use crate::config::{self, Config};
+use crate::delivery::{self, Outcome};
+use crate::outbox::Outbox;
+use crashmail_handler::protocol::{Hello, MessageKind, PanicRecord, PROTOCOL_VERSION};
+use minidumper::{LoopAction, MinidumpBinary, Server, ServerHandler, SocketName};
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long to wait for the application's `Hello` before giving up.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a panic waits for its dump before it is reported without one.
+const PANIC_DUMP_GRACE: Duration = Duration::from_secs(3);
+
+/// What `crashmail watch` is told on its command line.
+#[derive(Clone, Debug)]
+pub struct WatchOptions {
+    /// A socket path, or `@name` for an abstract socket.
+    pub socket: String,
+    pub app_pid: Option<u32>,
+    pub ini: Option<PathBuf>,
+}
+
+enum Event {
+    Hello(Box<Hello>),
+    Panic(Box<PanicRecord>),
+    Dump(Result<PathBuf, String>),
+    Goodbye,
+    AllDisconnected,
+    ServerFailed(String),
+}
+
+struct Handler {
+    events: Sender<Event>,
+    dump_dir: Mutex<Option<PathBuf>>,
+    dumps: AtomicU32,
+}
+
+impl ServerHandler for Handler {
+    fn create_minidump_file(&self) -> Result<(File, PathBuf), std::io::Error> {
+        let dir = self
+            .dump_dir
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .clone()
+            .ok_or_else(|| std::io::Error::other("no Hello yet: the dump has nowhere private to go"))?;
+        let number = self.dumps.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{}-{number}.dmp", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok((file, path))
+    }
+
+    fn on_minidump_created(&self, result: Result<MinidumpBinary, minidumper::Error>) -> LoopAction {
+        let _ = self.events.send(Event::Dump(result.map(|b| b.path).map_err(|e| e.to_string())));
+        LoopAction::Continue
+    }
+
+    fn on_message(&self, kind: u32, buffer: Vec<u8>) {
+        let event = match MessageKind::from_u32(kind) {
+            Some(MessageKind::Hello) => match serde_json::from_slice::<Hello>(&buffer) {
+                Ok(hello) if hello.protocol == PROTOCOL_VERSION => {
+                    if let Ok(mut dir) = self.dump_dir.lock() {
+                        *dir = Some(hello.outbox_dir.join(crashmail_handler::RUN_DIR));
+                    }
+                    Event::Hello(Box::new(hello))
+                }
+                Ok(hello) => {
+                    log::error!("the application speaks protocol {}, this watcher {PROTOCOL_VERSION}", hello.protocol);
+                    return;
+                }
+                Err(e) => {
+                    log::error!("unreadable Hello: {e}");
+                    return;
+                }
+            },
+            Some(MessageKind::Panic) => match serde_json::from_slice::<PanicRecord>(&buffer) {
+                Ok(record) => Event::Panic(Box::new(record)),
+                Err(e) => {
+                    log::error!("unreadable panic record: {e}");
+                    return;
+                }
+            },
+            Some(MessageKind::Goodbye) => Event::Goodbye,
+            None => {
+                log::warn!("unknown message kind {kind}");
+                return;
+            }
+        };
+        let _ = self.events.send(event);
+    }
+
+    fn on_client_disconnected(&self, num_clients: usize) -> LoopAction {
+        if num_clients == 0 {
+            let _ = self.events.send(Event::AllDisconnected);
+            LoopAction::Exit
+        } else {
+            LoopAction::Continue
+        }
+    }
+}
+
+/// A crash being put together from its pieces.
+#[derive(Default)]
+struct PendingCrash {
+    panic: Option<PanicRecord>,
+    dump: Option<Result<PathBuf, String>>,
+    since: Option<Instant>,
+}
+
+impl PendingCrash {
+    fn is_empty(&self) -> bool {
+        self.panic.is_none() && self.dump.is_none()
+    }
+}
+
+/// The session with one application.
+struct Session {
+    options: WatchOptions,
+    hello: Option<Hello>,
+    config: Option<Config>,
+    outbox: Option<Outbox>,
+    goodbye: bool,
+    crashes_reported: usize,
+}
+
+/// Runs the watcher until the application is gone. Returns the number of
+/// reports written.
+pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
+    let socket = options.socket.clone();
+    let (events, receiver) = channel();
+    let handler = Handler {
+        events: events.clone(),
+        dump_dir: Mutex::new(None),
+        dumps: AtomicU32::new(0),
+    };
+    let mut server = match socket.strip_prefix('@') {
+        Some(name) => Server::with_name(SocketName::Abstract(name))?,
+        None => Server::with_name(SocketName::Path(Path::new(&socket)))?,
+    };
+    let shutdown = std::sync::Arc::new(AtomicBool::new(false));
+    let server_shutdown = shutdown.clone();
+    let server_thread = std::thread::Builder::new().name("crashmail-ipc".into()).spawn(move || {
+        if let Err(e) = server.run(Box::new(handler), &server_shutdown, None) {
+            let _ = events.send(Event::ServerFailed(e.to_string()));
+        }
+    })?;
+
+    let mut session = Session {
+        options,
+        hello: None,
+        config: None,
+        outbox: None,
+        goodbye: false,
+        crashes_reported: 0,
+    };
+    let mut crash = PendingCrash::default();
+    let started = Instant::now();
+    loop {
+        let timeout = match (&session.hello, crash.since) {
+            (_, Some(since)) => PANIC_DUMP_GRACE.saturating_sub(since.elapsed()),
+            (None, None) => HELLO_TIMEOUT.saturating_sub(started.elapsed()),
+            (Some(_), None) => Duration::from_secs(3600),
+        };
+        match receiver.recv_timeout(timeout) {
+            Ok(Event::Hello(hello)) => session.greet(*hello),
+            Ok(Event::Panic(record)) => {
+                if crash.panic.is_some() {
+                    log::warn!("a second panic before the first was reported: {}", record.message);
+                } else {
+                    crash.panic = Some(*record);
+                    crash.since = Some(Instant::now());
+                }
+            }
+            Ok(Event::Dump(dump)) => {
+                crash.dump = Some(dump);
+                session.report(std::mem::take(&mut crash), false);
+            }
+            Ok(Event::Goodbye) => session.goodbye = true,
+            Ok(Event::AllDisconnected) => break,
+            Ok(Event::ServerFailed(why)) => {
+                log::error!("the IPC server stopped: {why}");
+                break;
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if crash.since.is_some_and(|since| since.elapsed() >= PANIC_DUMP_GRACE) {
+                    session.report(std::mem::take(&mut crash), false);
+                } else if session.hello.is_none() && started.elapsed() >= HELLO_TIMEOUT {
+                    log::error!("no application connected within {HELLO_TIMEOUT:?}; exiting");
+                    break;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    shutdown.store(true, Ordering::Relaxed);
+
+    if !crash.is_empty() {
+        session.report(crash, false);
+    } else if session.hello.is_some() && !session.goodbye && session.crashes_reported == 0 {
+        session.report(PendingCrash::default(), true);
+    }
+    session.flush_older_reports();
+    let _ = server_thread.join();
+    Ok(session.crashes_reported)
+}
+
+impl Session {
+    fn greet(&mut self, hello: Hello) {
+        log::info!("watching {} {} (pid {})", hello.app_name, hello.app_version, hello.pid);
+        if let Some(expected) = self.options.app_pid {
+            if expected != hello.pid {
+                log::warn!("Hello from pid {} while watching pid {expected}", hello.pid);
+            }
+        }
+        match Outbox::open(&hello.outbox_dir) {
+            Ok(outbox) => self.outbox = Some(outbox),
+            Err(e) => log::error!("the outbox {} cannot be used: {e}", hello.outbox_dir.display()),
+        }
+        let explicit = self.options.ini.clone().or_else(|| hello.ini_path.clone());
+        let exe_dir = hello.exe.as_deref().and_then(Path::parent);
+        match config::find(explicit.as_deref(), exe_dir, hello.cwd.as_deref()).and_then(|path| config::load(&path)) {
+            Ok(config) => {
+                log::info!("using {}", config.path.display());
+                self.config = Some(config);
+            }
+            Err(e) => log::error!("reports will wait in the outbox: {e}"),
+        }
+        self.hello = Some(hello);
+    }
+
+    /// Builds, stores and sends one report. Never loses it: when sending
+    /// fails it stays in `pending/`.
+    fn report(&mut self, crash: PendingCrash, abnormal_exit: bool) {
+        let Some(hello) = &self.hello else {
+            log::error!("a crash arrived before the application said who it is; it cannot be reported");
+            return;
+        };
+        let Some(outbox) = &self.outbox else {
+            log::error!("no outbox: the crash cannot be stored");
+            return;
+        };
+        let dump_path = crash.dump.as_ref().and_then(|d| d.as_ref().ok()).cloned();
+        let minidump = crash.dump.map(|dump| {
+            dump.and_then(|path| std::fs::read(&path).map_err(|e| format!("the dump could not be read back: {e}")))
+        });
+        let mut log_files = hello.log_files.clone();
+        if let Some(config) = &self.config {
+            log_files.extend(config.report.log_files.iter().cloned());
+        }
+        let evidence = CrashEvidence {
+            app_name: hello.app_name.clone(),
+            app_version: hello.app_version.clone(),
+            pid: hello.pid,
+            started_at_ms: Some(hello.started_at_ms),
+            exe: hello.exe.clone(),
+            cwd: hello.cwd.clone(),
+            log_files,
+            panic: crash.panic,
+            minidump,
+            signal_record: None,
+            abnormal_exit,
+            time: None,
+        };
+        let tail = self
+            .config
+            .as_ref()
+            .map(|c| c.report.log_tail_bytes)
+            .unwrap_or(config::DEFAULT_LOG_TAIL_BYTES);
+        let contents = assemble::assemble(evidence, tail);
+        let id = contents.meta.id.to_string();
+        let stored = contents
+            .to_zip()
+            .map_err(|e| e.to_string())
+            .and_then(|zip| outbox.add(&id, &zip).map_err(|e| e.to_string()));
+        match stored {
+            Ok(path) => {
+                log::info!("report {id} ({}: {}) stored at {}", contents.meta.kind, contents.meta.reason, path.display());
+                if let Some(dump_path) = dump_path {
+                    let _ = std::fs::remove_file(dump_path);
+                }
+            }
+            Err(e) => {
+                log::error!("report {id} could not be stored: {e}");
+                return;
+            }
+        }
+        self.crashes_reported += 1;
+        if let Some(config) = &self.config {
+            match delivery::send_one(outbox, config, &id) {
+                Ok(Some(Outcome::Sent)) => log::info!("report {id} sent to {}", config.smtp.to.join(", ")),
+                Ok(Some(Outcome::Kept(why))) => log::warn!("report {id} kept for a later try: {why}"),
+                Ok(Some(Outcome::Failed(why))) => log::error!("report {id} refused: {why}"),
+                Ok(None) => log::info!("report {id} was claimed by another sender"),
+                Err(e) => log::error!("report {id}: outbox error: {e}"),
+            }
+        }
+    }
+
+    /// Sends what earlier runs left behind, now that the application is gone.
+    fn flush_older_reports(&self) {
+        let (Some(outbox), Some(config)) = (&self.outbox, &self.config) else {
+            return;
+        };
+        if let Err(e) = delivery::package_incoming(outbox, Some(config)) {
+            log::error!("records in incoming/ could not be packaged: {e}");
+        }
+        match delivery::flush(outbox, config) {
+            Ok(outcomes) => {
+                for (id, outcome) in outcomes {
+                    log::info!("older report {id}: {outcome:?}");
+                }
+            }
+            Err(e) => log::error!("the outbox could not be flushed: {e}"),
+        }
+    }
+}

@@ -48,12 +48,20 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
             minidump = Some(bytes);
         }
         Some(Err(why)) => notes.push(format!("no minidump: {why}")),
-        None if evidence.panic.is_none() => notes.push("no minidump: the watcher did not receive one".into()),
+        None if evidence.panic.is_none() => {
+            notes.push("no minidump: the watcher did not receive one".into())
+        }
         None => {}
     }
 
-    let backtrace = evidence.panic.as_ref().map(|p| p.backtrace.clone()).filter(|b| !b.trim().is_empty());
-    let (kind, reason, reason_class, frames, panic_facts, signal_facts) = if let Some(panic) = &evidence.panic {
+    let backtrace = evidence
+        .panic
+        .as_ref()
+        .map(|p| p.backtrace.clone())
+        .filter(|b| !b.trim().is_empty());
+    let (kind, reason, reason_class, frames, panic_facts, signal_facts) = if let Some(panic) =
+        &evidence.panic
+    {
         let frames: Vec<Frame> = report::parse_std_backtrace(&panic.backtrace);
         let reason = one_line(&panic.message);
         (
@@ -73,7 +81,10 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
         .and_then(|a| a.signal.clone())
         .or_else(|| evidence.signal_record.as_ref().map(signal_from_record))
     {
-        let frames = analysis.as_ref().map(|a| a.frames.clone()).unwrap_or_default();
+        let frames = analysis
+            .as_ref()
+            .map(|a| a.frames.clone())
+            .unwrap_or_default();
         (
             ReportKind::Signal,
             dump::signal_reason(&signal),
@@ -102,23 +113,41 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
         .filter(|f| !report::is_unnamed(f))
         .collect();
     let signature_functions: Vec<&str> = if named.is_empty() {
-        application_frames.iter().take(1).map(|f| f.function.as_str()).collect()
+        application_frames
+            .iter()
+            .take(1)
+            .map(|f| f.function.as_str())
+            .collect()
     } else {
         named
     };
     let signature = report::signature(kind, &reason_class, &signature_functions);
     let shown_frames: Vec<String> = if kind == ReportKind::Panic {
-        application_frames.iter().take(dump::TOP_FRAMES).map(|f| f.display()).collect()
+        application_frames
+            .iter()
+            .take(dump::TOP_FRAMES)
+            .map(|f| f.display())
+            .collect()
     } else {
-        frames.iter().take(dump::TOP_FRAMES).map(Frame::display).collect()
+        frames
+            .iter()
+            .take(dump::TOP_FRAMES)
+            .map(Frame::display)
+            .collect()
     };
 
     let mut system = collect::system_info();
     system.process_uptime_s = evidence
         .started_at_ms
         .map(|start| (time.timestamp_millis() as f64 - start as f64).max(0.0) / 1000.0);
-    system.executable = evidence.exe.as_ref().map(|p| scrub_home(&p.display().to_string()));
-    system.working_directory = evidence.cwd.as_ref().map(|p| scrub_home(&p.display().to_string()));
+    system.executable = evidence
+        .exe
+        .as_ref()
+        .map(|p| scrub_home(&p.display().to_string()));
+    system.working_directory = evidence
+        .cwd
+        .as_ref()
+        .map(|p| scrub_home(&p.display().to_string()));
 
     let (logs, log_notes) = collect::log_tails(&evidence.log_files, log_tail_bytes);
     notes.extend(log_notes);
@@ -199,6 +228,9 @@ mod tests {
 
     #[test]
     fn reasons_are_one_line() {
-        assert_eq!(one_line("boom\r\nBcc: x@example.net\r\n\r\nfake"), "boom Bcc: x@example.net fake");
+        assert_eq!(
+            one_line("boom\r\nBcc: x@example.net\r\n\r\nfake"),
+            "boom Bcc: x@example.net fake"
+        );
     }
 }

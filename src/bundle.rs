@@ -99,7 +99,9 @@ const MAX_ENTRIES: usize = 10_000;
 pub fn read_zip_entries(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, zip::result::ZipError> {
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes))?;
     if archive.len() > MAX_ENTRIES {
-        return Err(zip::result::ZipError::InvalidArchive("too many entries".into()));
+        return Err(zip::result::ZipError::InvalidArchive(
+            "too many entries".into(),
+        ));
     }
     let mut entries = BTreeMap::new();
     for index in 0..archive.len() {
@@ -107,11 +109,18 @@ pub fn read_zip_entries(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, zip::
         if file.is_dir() {
             continue;
         }
-        let name = file.name().map(|n| n.into_owned()).unwrap_or_else(|_| format!("entry-{index}"));
+        let name = file
+            .name()
+            .map(|n| n.into_owned())
+            .unwrap_or_else(|_| format!("entry-{index}"));
         let mut content = Vec::new();
-        (&mut file).take(MAX_ENTRY_BYTES + 1).read_to_end(&mut content)?;
+        (&mut file)
+            .take(MAX_ENTRY_BYTES + 1)
+            .read_to_end(&mut content)?;
         if content.len() as u64 > MAX_ENTRY_BYTES {
-            return Err(zip::result::ZipError::InvalidArchive(format!("entry {name} is larger than the limit").into()));
+            return Err(zip::result::ZipError::InvalidArchive(
+                format!("entry {name} is larger than the limit").into(),
+            ));
         }
         entries.insert(name, content);
     }

@@ -34,7 +34,9 @@ impl SystemInfo {
     fn default_for_this_machine() -> SystemInfo {
         SystemInfo {
             arch: std::env::consts::ARCH.to_string(),
-            cpu_count: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cpu_count: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             ..SystemInfo::default()
         }
     }
@@ -76,7 +78,11 @@ pub fn system_info() -> SystemInfo {
         kernel: System::kernel_version().ok(),
         arch: System::cpu_arch(),
         host: System::host_name().ok(),
-        cpu_model: system.cpus().first().map(|cpu| cpu.brand().trim().to_string()).filter(|b| !b.is_empty()),
+        cpu_model: system
+            .cpus()
+            .first()
+            .map(|cpu| cpu.brand().trim().to_string())
+            .filter(|b| !b.is_empty()),
         cpu_count: system.cpus().len().max(1),
         memory_total,
         memory_available,
@@ -136,7 +142,10 @@ pub fn log_tails(files: &[PathBuf], max_bytes: u64) -> (Vec<LogTail>, Vec<String
             Ok((bytes, truncated)) => {
                 let entry = unique_entry_name(path, &mut used);
                 if truncated > 0 {
-                    notes.push(format!("{entry}: the first {truncated} bytes of {} were left out", path.display()));
+                    notes.push(format!(
+                        "{entry}: the first {truncated} bytes of {} were left out",
+                        path.display()
+                    ));
                 }
                 tails.push(LogTail {
                     source: path.clone(),
@@ -188,7 +197,13 @@ fn unique_entry_name(path: &Path, used: &mut HashSet<String>) -> String {
 
 fn sanitise_entry_part(part: &str) -> String {
     part.chars()
-        .map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if c == '/' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -204,7 +219,7 @@ mod tests {
         content.extend_from_slice(b"ok\n\xff\xfe raw\n");
         std::fs::write(&path, &content).unwrap();
         let (tails, notes) = log_tails(std::slice::from_ref(&path), 9);
-        assert_eq!(tails[0].bytes, b"\xff\xfe raw\n".to_vec()[..].iter().copied().rev().take(9).rev().collect::<Vec<_>>());
+        assert_eq!(tails[0].bytes, content[content.len() - 9..].to_vec());
         assert_eq!(tails[0].truncated, content.len() as u64 - 9);
         assert_eq!(notes.len(), 1);
         let (whole, _) = log_tails(&[path], 1 << 20);

@@ -134,13 +134,27 @@ pub enum ConfigError {
     #[error("no AXIS.INI found (looked in: {})", .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     NotFound { searched: Vec<PathBuf> },
     #[error("{}: cannot read: {source}", .path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}:{line}: {message}", .path.display())]
-    Syntax { path: PathBuf, line: usize, message: String },
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("{}: section [{section}] is missing", .path.display())]
-    MissingSection { path: PathBuf, section: &'static str },
+    MissingSection {
+        path: PathBuf,
+        section: &'static str,
+    },
     #[error("{}: [{section}] {key} is required", .path.display())]
-    MissingKey { path: PathBuf, section: &'static str, key: &'static str },
+    MissingKey {
+        path: PathBuf,
+        section: &'static str,
+        key: &'static str,
+    },
     #[error("{}:{}: [{section}] {key} = {value:?}: {why}", .path.display(), .line.map(|l| l.to_string()).unwrap_or_else(|| "?".into()))]
     Invalid {
         path: PathBuf,
@@ -169,7 +183,11 @@ impl ConfigError {
 /// Finds `AXIS.INI`: the explicit path, then `$AXIS_INI`, then the home
 /// folder (`$AXIS_HOME`, else `exe_dir`), then `cwd`. The name matches
 /// case-insensitively.
-pub fn find(explicit: Option<&Path>, exe_dir: Option<&Path>, cwd: Option<&Path>) -> Result<PathBuf, ConfigError> {
+pub fn find(
+    explicit: Option<&Path>,
+    exe_dir: Option<&Path>,
+    cwd: Option<&Path>,
+) -> Result<PathBuf, ConfigError> {
     if let Some(path) = explicit {
         return Ok(path.to_path_buf());
     }
@@ -194,7 +212,12 @@ fn find_in_dir(dir: &Path) -> Option<PathBuf> {
     let entries = std::fs::read_dir(dir).ok()?;
     let mut names: Vec<PathBuf> = entries
         .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_string_lossy().eq_ignore_ascii_case("axis.ini"))
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .eq_ignore_ascii_case("axis.ini")
+        })
         .map(|entry| entry.path())
         .collect();
     // `AXIS.INI` before `axis.ini` when both exist: the order is stable.
@@ -224,7 +247,11 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
         line: e.line,
         message: e.msg.to_string(),
     })?;
-    let file = IniFile { path, text: &text, ini: &ini };
+    let file = IniFile {
+        path,
+        text: &text,
+        ini: &ini,
+    };
     Ok(Config {
         path: path.to_path_buf(),
         smtp: file.smtp()?,
@@ -253,7 +280,13 @@ impl IniFile<'_> {
             .filter(|v| !v.is_empty())
     }
 
-    fn invalid(&self, section: &'static str, key: &'static str, value: &str, why: impl Into<String>) -> ConfigError {
+    fn invalid(
+        &self,
+        section: &'static str,
+        key: &'static str,
+        value: &str,
+        why: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_path_buf(),
             line: line_of(self.text, section, key),
@@ -280,18 +313,29 @@ impl IniFile<'_> {
                 section: S,
             });
         }
-        let server = self.get(S, "Server").ok_or_else(|| self.missing(S, "Server"))?;
+        let server = self
+            .get(S, "Server")
+            .ok_or_else(|| self.missing(S, "Server"))?;
         let security = match self.get(S, "Security") {
             None => Security::StartTls,
-            Some(value) => Security::parse(value)
-                .ok_or_else(|| self.invalid(S, "Security", value, "expected starttls, tls or none"))?,
+            Some(value) => Security::parse(value).ok_or_else(|| {
+                self.invalid(S, "Security", value, "expected starttls, tls or none")
+            })?,
         };
-        let (host, port_in_server) = split_host_port(server).map_err(|why| self.invalid(S, "Server", server, why))?;
+        let (host, port_in_server) =
+            split_host_port(server).map_err(|why| self.invalid(S, "Server", server, why))?;
         let port = match self.get(S, "Port") {
             Some(value) => {
-                let port = parse_port(value).ok_or_else(|| self.invalid(S, "Port", value, "expected a port number from 1 to 65535"))?;
+                let port = parse_port(value).ok_or_else(|| {
+                    self.invalid(S, "Port", value, "expected a port number from 1 to 65535")
+                })?;
                 if port_in_server.is_some_and(|p| p != port) {
-                    return Err(self.invalid(S, "Port", value, format!("Server names port {} already", port_in_server.unwrap_or(0))));
+                    return Err(self.invalid(
+                        S,
+                        "Port",
+                        value,
+                        format!("Server names port {} already", port_in_server.unwrap_or(0)),
+                    ));
                 }
                 port
             }
@@ -303,7 +347,9 @@ impl IniFile<'_> {
             let value = self.get(S, "Security").unwrap_or("none");
             return Err(self.invalid(S, "Security", value, "credentials are never sent without TLS: use starttls or tls, or remove User and Password"));
         }
-        let domain = self.get(S, "Domain").map(|d| d.trim_end_matches('.').to_string());
+        let domain = self
+            .get(S, "Domain")
+            .map(|d| d.trim_end_matches('.').to_string());
         let from = match self.get(S, "From") {
             Some(from) => {
                 check_address(from).map_err(|why| self.invalid(S, "From", from, why))?;
@@ -328,7 +374,8 @@ impl IniFile<'_> {
             return Err(self.missing(S, "To"));
         }
         let timeout = match self.get(S, "Timeout") {
-            Some(value) => parse_seconds(value).ok_or_else(|| self.invalid(S, "Timeout", value, "expected a number of seconds"))?,
+            Some(value) => parse_seconds(value)
+                .ok_or_else(|| self.invalid(S, "Timeout", value, "expected a number of seconds"))?,
             None => DEFAULT_TIMEOUT,
         };
         Ok(SmtpConfig {
@@ -337,7 +384,9 @@ impl IniFile<'_> {
             security,
             user,
             password,
-            helo_name: self.get(S, "HeloName").map(|h| h.trim_end_matches('.').to_string()),
+            helo_name: self
+                .get(S, "HeloName")
+                .map(|h| h.trim_end_matches('.').to_string()),
             domain,
             from,
             to,
@@ -363,7 +412,14 @@ impl IniFile<'_> {
                 .parse::<u64>()
                 .ok()
                 .filter(|n| *n > 0)
-                .ok_or_else(|| self.invalid(R, "LogTailBytes", value, "expected a positive number of bytes"))?,
+                .ok_or_else(|| {
+                    self.invalid(
+                        R,
+                        "LogTailBytes",
+                        value,
+                        "expected a positive number of bytes",
+                    )
+                })?,
             None => DEFAULT_LOG_TAIL_BYTES,
         };
         Ok(ReportConfig {
@@ -392,9 +448,14 @@ fn parse_seconds(value: &str) -> Option<Duration> {
 fn split_host_port(server: &str) -> Result<(String, Option<u16>), String> {
     let server = server.trim();
     if let Some(rest) = server.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or("unclosed [ in an IPv6 address")?;
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or("unclosed [ in an IPv6 address")?;
         return match after.strip_prefix(':') {
-            Some(port) => Ok((host.to_string(), Some(parse_port(port).ok_or("the port is not a number from 1 to 65535")?))),
+            Some(port) => Ok((
+                host.to_string(),
+                Some(parse_port(port).ok_or("the port is not a number from 1 to 65535")?),
+            )),
             None if after.is_empty() => Ok((host.to_string(), None)),
             None => Err("unexpected text after ]".into()),
         };
@@ -417,7 +478,10 @@ fn check_host(host: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err("the host name is empty".into());
     }
-    if host.chars().any(|c| c.is_whitespace() || c == '/' || c == '@') {
+    if host
+        .chars()
+        .any(|c| c.is_whitespace() || c == '/' || c == '@')
+    {
         return Err("a host name has no spaces, slashes or @".into());
     }
     Ok(())
@@ -431,7 +495,11 @@ fn check_address(address: &str) -> Result<(), String> {
         .unwrap_or(address)
         .trim();
     match bare.split_once('@') {
-        Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !bare.contains(char::is_whitespace) => Ok(()),
+        Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !bare.contains(char::is_whitespace) =>
+        {
+            Ok(())
+        }
         _ => Err(format!("{bare:?} is not an email address")),
     }
 }
@@ -442,7 +510,11 @@ fn line_of(text: &str, section: &str, key: &str) -> Option<usize> {
     let mut found = None;
     for (index, raw) in text.lines().enumerate() {
         let line = raw.trim();
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.split_once(']')).map(|(n, _)| n) {
+        if let Some(name) = line
+            .strip_prefix('[')
+            .and_then(|l| l.split_once(']'))
+            .map(|(n, _)| n)
+        {
             current = Some(name.trim().to_ascii_lowercase());
             continue;
         }
@@ -473,14 +545,20 @@ mod tests {
         let config = parse_text(text).expect("valid");
         assert_eq!(config.smtp.host, "mail.example.com");
         assert_eq!(config.smtp.port, 587);
-        assert_eq!(config.smtp.password.as_ref().map(Secret::expose), Some("p@ss;word#1"));
+        assert_eq!(
+            config.smtp.password.as_ref().map(Secret::expose),
+            Some("p@ss;word#1")
+        );
         assert_eq!(config.smtp.from, "crashmail@example.com");
         assert_eq!(config.smtp.security, Security::StartTls);
     }
 
     #[test]
     fn invalid_port_names_file_line_and_key() {
-        let err = parse_text("[smtp]\nServer = a.example\nPort = abc\nTo = s@example.com\nDomain = example.com\n").unwrap_err();
+        let err = parse_text(
+            "[smtp]\nServer = a.example\nPort = abc\nTo = s@example.com\nDomain = example.com\n",
+        )
+        .unwrap_err();
         let message = err.to_string();
         assert!(message.starts_with("AXIS.INI:3:"), "{message}");
         assert!(message.contains("Port"), "{message}");
@@ -499,7 +577,10 @@ mod tests {
         let tls = parse_text("[smtp]\nServer = a.example\nSecurity = tls\nTo = s@example.com\nDomain = example.com\n").unwrap();
         assert_eq!(tls.smtp.port, 465);
         let inline = parse_text("[smtp]\nServer = 127.0.0.1:2525\nSecurity = none\nTo = s@example.com\nDomain = example.com\n").unwrap();
-        assert_eq!((inline.smtp.host.as_str(), inline.smtp.port), ("127.0.0.1", 2525));
+        assert_eq!(
+            (inline.smtp.host.as_str(), inline.smtp.port),
+            ("127.0.0.1", 2525)
+        );
     }
 
     #[test]
@@ -519,7 +600,10 @@ mod tests {
         let config = parse_text("[smtp]\nServer = a.example\nTo = s@example.com\nDomain = example.com\n[report]\nLogFiles = C:\\App\\log\\app.log; \\\\server\\share\\x.log\n").unwrap();
         assert_eq!(
             config.report.log_files,
-            vec![PathBuf::from("C:\\App\\log\\app.log"), PathBuf::from("\\\\server\\share\\x.log")]
+            vec![
+                PathBuf::from("C:\\App\\log\\app.log"),
+                PathBuf::from("\\\\server\\share\\x.log")
+            ]
         );
     }
 

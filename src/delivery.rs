@@ -23,9 +23,14 @@ pub enum Outcome {
 /// cannot be read are moved aside, never deleted.
 pub fn package_incoming(outbox: &Outbox, config: Option<&Config>) -> std::io::Result<Vec<String>> {
     let mut ids = Vec::new();
-    let tail = config.map(|c| c.report.log_tail_bytes).unwrap_or(crate::config::DEFAULT_LOG_TAIL_BYTES);
+    let tail = config
+        .map(|c| c.report.log_tail_bytes)
+        .unwrap_or(crate::config::DEFAULT_LOG_TAIL_BYTES);
     for path in outbox.incoming()? {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let evidence = if name.ends_with(".panic.json") {
             std::fs::read(&path)
                 .ok()
@@ -62,7 +67,9 @@ pub fn package_incoming(outbox: &Outbox, config: Option<&Config>) -> std::io::Re
             continue;
         };
         if let Some(config) = config {
-            evidence.log_files.extend(config.report.log_files.iter().cloned());
+            evidence
+                .log_files
+                .extend(config.report.log_files.iter().cloned());
         }
         let contents = assemble::assemble(evidence, tail);
         let zip = contents.to_zip().map_err(std::io::Error::other)?;
@@ -87,7 +94,9 @@ pub fn send_one(outbox: &Outbox, config: &Config, id: &str) -> std::io::Result<O
             let meta: ReportMeta = entries
                 .get(REPORT_JSON)
                 .ok_or_else(|| "report.json is missing".to_string())
-                .and_then(|b| serde_json::from_slice(b).map_err(|e| format!("report.json is invalid: {e}")))?;
+                .and_then(|b| {
+                    serde_json::from_slice(b).map_err(|e| format!("report.json is invalid: {e}"))
+                })?;
             let summary = entries
                 .get(SUMMARY_TXT)
                 .map(|b| String::from_utf8_lossy(b).into_owned())
@@ -125,10 +134,27 @@ pub fn send_one(outbox: &Outbox, config: &Config, id: &str) -> std::io::Result<O
     }
 }
 
-/// Sends every pending report once; returns each id with its outcome.
-pub fn flush(outbox: &Outbox, config: &Config) -> std::io::Result<Vec<(String, Outcome)>> {
+/// Which pending reports a flush tries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// Only those whose retry delay has passed.
+    Only,
+    /// All of them, now (an operator asked).
+    All,
+}
+
+/// Sends pending reports once each; returns each id with its outcome.
+pub fn flush(
+    outbox: &Outbox,
+    config: &Config,
+    due: Due,
+) -> std::io::Result<Vec<(String, Outcome)>> {
     let mut outcomes = Vec::new();
+    let now = chrono::Utc::now();
     for id in outbox.pending()? {
+        if due == Due::Only && !outbox.record(crate::outbox::PENDING, &id).is_due(now) {
+            continue;
+        }
         if let Some(outcome) = send_one(outbox, config, &id)? {
             outcomes.push((id, outcome));
         }

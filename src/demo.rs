@@ -26,7 +26,10 @@ pub fn run(options: DemoOptions) -> anyhow::Result<bool> {
             std::fs::create_dir_all(out)?;
             out.clone()
         }
-        None => tempfile::Builder::new().prefix("crashmail-demo-").tempdir()?.keep(),
+        None => tempfile::Builder::new()
+            .prefix("crashmail-demo-")
+            .tempdir()?
+            .keep(),
     };
     println!("crashmail demo: working in {}", out.display());
     let work = out.join("work");
@@ -72,11 +75,19 @@ pub fn run(options: DemoOptions) -> anyhow::Result<bool> {
 
         let eml_path = out.join(format!("{}-{kind}.eml", step + 1));
         let message = match &receiver {
-            Some(receiver) => receiver.wait_for(step + 1, MAIL_WAIT).get(step).map(|m| m.data.clone()),
-            None => wait_for_sent(&outbox, step + 1, MAIL_WAIT).map(|zip| zip_as_email_stand_in(&zip)),
+            Some(receiver) => receiver
+                .wait_for(step + 1, MAIL_WAIT)
+                .get(step)
+                .map(|m| m.data.clone()),
+            None => {
+                wait_for_sent(&outbox, step + 1, MAIL_WAIT).map(|zip| zip_as_email_stand_in(&zip))
+            }
         };
         let Some(message) = message else {
-            println!("  no report arrived within {MAIL_WAIT:?}; see {}", outbox.join("watcher.log").display());
+            println!(
+                "  no report arrived within {MAIL_WAIT:?}; see {}",
+                outbox.join("watcher.log").display()
+            );
             all_complete = false;
             continue;
         };
@@ -92,7 +103,15 @@ pub fn run(options: DemoOptions) -> anyhow::Result<bool> {
         match inspect::open(&eml_path) {
             Ok(report) => {
                 println!();
-                for line in inspect::render(&report, inspect::ShowOptions { all_threads: false, log_lines: 3 }).lines() {
+                for line in inspect::render(
+                    &report,
+                    inspect::ShowOptions {
+                        all_threads: false,
+                        log_lines: 3,
+                    },
+                )
+                .lines()
+                {
                     println!("  {line}");
                 }
             }
@@ -104,9 +123,15 @@ pub fn run(options: DemoOptions) -> anyhow::Result<bool> {
     }
     println!();
     if all_complete {
-        println!("Both reports arrived complete. The emails are in {}", out.display());
+        println!(
+            "Both reports arrived complete. The emails are in {}",
+            out.display()
+        );
     } else {
-        println!("Something was missing; the watcher's log is {}", outbox.join("watcher.log").display());
+        println!(
+            "Something was missing; the watcher's log is {}",
+            outbox.join("watcher.log").display()
+        );
     }
     Ok(all_complete)
 }
@@ -115,7 +140,10 @@ fn describe_status(status: &std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),
-        (None, Some(signal)) => format!("killed by {}", crashmail_handler::protocol::signal_name(signal)),
+        (None, Some(signal)) => format!(
+            "killed by {}",
+            crashmail_handler::protocol::signal_name(signal)
+        ),
         _ => status.to_string(),
     }
 }
@@ -126,7 +154,12 @@ fn wait_for_sent(outbox: &Path, count: usize, timeout: Duration) -> Option<Vec<u
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let mut sent: Vec<PathBuf> = std::fs::read_dir(outbox.join(crate::outbox::SENT))
-            .map(|dir| dir.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "zip")).collect())
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "zip"))
+                    .collect()
+            })
             .unwrap_or_default();
         sent.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
         if sent.len() >= count {

@@ -68,8 +68,14 @@ pub fn analyse(bytes: &[u8], symbol_paths: &[PathBuf]) -> Result<DumpAnalysis, S
         Ok(state) => {
             analysis.thread_count = state.threads.len();
             for stack in &state.threads {
-                let frames = stack.frames.iter().flat_map(|f| frames_of(f, &mut local)).collect();
-                analysis.threads.push((stack.thread_id, stack.thread_name.clone(), frames));
+                let frames = stack
+                    .frames
+                    .iter()
+                    .flat_map(|f| frames_of(f, &mut local))
+                    .collect();
+                analysis
+                    .threads
+                    .push((stack.thread_id, stack.thread_name.clone(), frames));
             }
             let crashing = state
                 .requesting_thread
@@ -79,7 +85,11 @@ pub fn analyse(bytes: &[u8], symbol_paths: &[PathBuf]) -> Result<DumpAnalysis, S
                     state.threads.iter().find(|t| t.thread_id == tid)
                 });
             if let Some(stack) = crashing {
-                analysis.frames = stack.frames.iter().flat_map(|f| frames_of(f, &mut local)).collect();
+                analysis.frames = stack
+                    .frames
+                    .iter()
+                    .flat_map(|f| frames_of(f, &mut local))
+                    .collect();
             }
         }
         Err(e) => return Err(format!("the stack could not be walked: {e}")),
@@ -106,7 +116,10 @@ fn frame_of(frame: &minidump_unwind::StackFrame) -> Frame {
     let module_offset = frame.module.as_ref().map(|module| {
         let name = module.code_file();
         let short = name.rsplit('/').next().unwrap_or(&name).to_string();
-        format!("{short} + {:#x}", frame.instruction.saturating_sub(module.base_address()))
+        format!(
+            "{short} + {:#x}",
+            frame.instruction.saturating_sub(module.base_address())
+        )
     });
     let function = match (&frame.function_name, &module_offset) {
         (Some(function), _) => function.clone(),
@@ -128,7 +141,10 @@ pub fn signal_reason(signal: &SignalFacts) -> String {
         reason.push_str(&format!(" ({code})"));
     }
     if let Some(address) = signal.address {
-        if matches!(signal.number, libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE) {
+        if matches!(
+            signal.number,
+            libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
+        ) {
             reason.push_str(&format!(" at {address:#x}"));
         }
     }

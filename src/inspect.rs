@@ -25,10 +25,17 @@ pub fn open(path: &Path) -> anyhow::Result<OpenedReport> {
     } else {
         let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         if bytes.starts_with(b"PK") {
-            bundle::read_zip_entries(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            bundle::read_zip_entries(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
         } else {
-            let zip = zip_from_email(&bytes).ok_or_else(|| anyhow::anyhow!("{}: neither a zip nor an email with a zip attachment", path.display()))?;
-            bundle::read_zip_entries(&zip).map_err(|e| anyhow::anyhow!("{}: the attached zip: {e}", path.display()))?
+            let zip = zip_from_email(&bytes).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: neither a zip nor an email with a zip attachment",
+                    path.display()
+                )
+            })?;
+            bundle::read_zip_entries(&zip)
+                .map_err(|e| anyhow::anyhow!("{}: the attached zip: {e}", path.display()))?
         }
     };
     Ok(from_entries(entries))
@@ -49,7 +56,11 @@ pub fn from_entries(entries: BTreeMap<String, Vec<u8>>) -> OpenedReport {
             None
         }
     };
-    OpenedReport { meta, entries, problems }
+    OpenedReport {
+        meta,
+        entries,
+        problems,
+    }
 }
 
 fn read_folder(dir: &Path) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
@@ -62,7 +73,11 @@ fn read_folder(dir: &Path) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
             if kind.is_dir() {
                 stack.push(entry.path());
             } else if kind.is_file() {
-                let relative = entry.path().strip_prefix(dir)?.to_string_lossy().replace('\\', "/");
+                let relative = entry
+                    .path()
+                    .strip_prefix(dir)?
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 entries.insert(relative, std::fs::read(entry.path())?);
             }
         }
@@ -76,8 +91,12 @@ pub fn zip_from_email(bytes: &[u8]) -> Option<Vec<u8>> {
     let zip = message
         .attachments()
         .find(|part| {
-            part.attachment_name().is_some_and(|n| n.to_ascii_lowercase().ends_with(".zip"))
-                || part.content_type().is_some_and(|t| t.c_type.eq_ignore_ascii_case("application") && t.subtype().is_some_and(|s| s.eq_ignore_ascii_case("zip")))
+            part.attachment_name()
+                .is_some_and(|n| n.to_ascii_lowercase().ends_with(".zip"))
+                || part.content_type().is_some_and(|t| {
+                    t.c_type.eq_ignore_ascii_case("application")
+                        && t.subtype().is_some_and(|s| s.eq_ignore_ascii_case("zip"))
+                })
         })
         .map(|part| part.contents().to_vec());
     zip
@@ -95,7 +114,11 @@ pub fn render(report: &OpenedReport, options: ShowOptions) -> String {
     let mut out = String::new();
     if let Some(meta) = &report.meta {
         let _ = writeln!(out, "App:        {} {}", meta.app_name, meta.app_version);
-        let _ = writeln!(out, "Time:       {}", meta.time.format("%Y-%m-%d %H:%M:%S UTC"));
+        let _ = writeln!(
+            out,
+            "Time:       {}",
+            meta.time.format("%Y-%m-%d %H:%M:%S UTC")
+        );
         let _ = writeln!(out, "Host:       {}", meta.host);
         let _ = writeln!(out, "OS:         {}", meta.os);
         let _ = writeln!(out, "Kind:       {}", meta.kind);
@@ -125,7 +148,8 @@ pub fn render(report: &OpenedReport, options: ShowOptions) -> String {
             Ok(analysis) => {
                 if !shown_frames {
                     let _ = writeln!(out, "\nCrashing thread (from minidump.dmp):");
-                    for (index, frame) in analysis.frames.iter().take(dump::TOP_FRAMES).enumerate() {
+                    for (index, frame) in analysis.frames.iter().take(dump::TOP_FRAMES).enumerate()
+                    {
                         let _ = writeln!(out, "  #{index:<2} {}", frame.display());
                     }
                     shown_frames = true;
@@ -161,11 +185,20 @@ pub fn render(report: &OpenedReport, options: ShowOptions) -> String {
             }
         }
     }
-    for (name, bytes) in report.entries.iter().filter(|(name, _)| name.starts_with("logs/")) {
+    for (name, bytes) in report
+        .entries
+        .iter()
+        .filter(|(name, _)| name.starts_with("logs/"))
+    {
         let text = String::from_utf8_lossy(bytes);
         let lines: Vec<&str> = text.lines().collect();
         let start = lines.len().saturating_sub(options.log_lines.max(1));
-        let _ = writeln!(out, "\n{name} (last {} of {} lines):", lines.len() - start, lines.len());
+        let _ = writeln!(
+            out,
+            "\n{name} (last {} of {} lines):",
+            lines.len() - start,
+            lines.len()
+        );
         for line in &lines[start..] {
             let _ = writeln!(out, "  | {line}");
         }

@@ -69,7 +69,11 @@ enum Command {
 #[derive(Subcommand)]
 enum OutboxCommand {
     /// Package records left by applications and send every pending report.
-    Flush,
+    Flush {
+        /// Only reports whose retry delay has passed (for timers and cron).
+        #[arg(long)]
+        due: bool,
+    },
     /// List the reports in each state.
     List,
 }
@@ -89,47 +93,99 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo { out, ini } => {
             let complete = demo::run(demo::DemoOptions { out, ini })?;
-            Ok(if complete { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if complete {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
-        Command::Inspect { report, threads, json } => {
+        Command::Inspect {
+            report,
+            threads,
+            json,
+        } => {
             let opened = inspect::open(&report)?;
             if json {
-                let meta = opened.meta.as_ref().ok_or_else(|| anyhow::anyhow!("{}", opened.problems.join("; ")))?;
+                let meta = opened
+                    .meta
+                    .as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("{}", opened.problems.join("; ")))?;
                 println!("{}", serde_json::to_string_pretty(meta)?);
             } else {
-                print!("{}", inspect::render(&opened, inspect::ShowOptions { all_threads: threads, log_lines: 10 }));
+                print!(
+                    "{}",
+                    inspect::render(
+                        &opened,
+                        inspect::ShowOptions {
+                            all_threads: threads,
+                            log_lines: 10
+                        }
+                    )
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Outbox { command, outbox, ini } => {
+        Command::Outbox {
+            command,
+            outbox,
+            ini,
+        } => {
             let root = outbox
                 .or_else(crashmail_handler::default_outbox_dir)
-                .ok_or_else(|| anyhow::anyhow!("no outbox: pass --outbox or set CRASHMAIL_OUTBOX"))?;
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no outbox: pass --outbox or set CRASHMAIL_OUTBOX")
+                })?;
             let outbox = Outbox::open(&root)?;
             match command {
                 OutboxCommand::List => {
-                    for state in [crashmail::outbox::PENDING, crashmail::outbox::SENDING, crashmail::outbox::SENT, crashmail::outbox::FAILED] {
+                    for state in [
+                        crashmail::outbox::PENDING,
+                        crashmail::outbox::SENDING,
+                        crashmail::outbox::SENT,
+                        crashmail::outbox::FAILED,
+                    ] {
                         let mut names: Vec<String> = std::fs::read_dir(outbox.dir(state))?
                             .filter_map(Result::ok)
-                            .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".zip").map(str::to_string))
+                            .filter_map(|e| {
+                                e.file_name()
+                                    .to_string_lossy()
+                                    .strip_suffix(".zip")
+                                    .map(str::to_string)
+                            })
                             .collect();
                         names.sort();
                         println!("{state:<8} {}", names.len());
                         for name in names {
                             let record = outbox.record(state, &name);
-                            println!("  {name}  attempts {}  {}", record.attempts, record.last_error.unwrap_or_default());
+                            println!(
+                                "  {name}  attempts {}  {}",
+                                record.attempts,
+                                record.last_error.unwrap_or_default()
+                            );
                         }
                     }
                     Ok(ExitCode::SUCCESS)
                 }
-                OutboxCommand::Flush => {
-                    let path = config::find(ini.as_deref(), None, std::env::current_dir().ok().as_deref())?;
+                OutboxCommand::Flush { due } => {
+                    let path = config::find(
+                        ini.as_deref(),
+                        None,
+                        std::env::current_dir().ok().as_deref(),
+                    )?;
                     let config = config::load(&path)?;
                     let packaged = delivery::package_incoming(&outbox, Some(&config))?;
                     if !packaged.is_empty() {
                         println!("packaged {} record(s) left by applications", packaged.len());
                     }
-                    let outcomes = delivery::flush(&outbox, &config)?;
+                    let outcomes = delivery::flush(
+                        &outbox,
+                        &config,
+                        if due {
+                            delivery::Due::Only
+                        } else {
+                            delivery::Due::All
+                        },
+                    )?;
                     let mut still_pending = 0;
                     for (id, outcome) in &outcomes {
                         match outcome {
@@ -141,15 +197,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             delivery::Outcome::Failed(why) => println!("failed   {id}: {why}"),
                         }
                     }
-                    println!("{} sent, {still_pending} still pending", outcomes.iter().filter(|(_, o)| *o == delivery::Outcome::Sent).count());
-                    Ok(if still_pending == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) })
+                    println!(
+                        "{} sent, {still_pending} still pending",
+                        outcomes
+                            .iter()
+                            .filter(|(_, o)| *o == delivery::Outcome::Sent)
+                            .count()
+                    );
+                    Ok(if still_pending == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(3)
+                    })
                 }
             }
         }
-        Command::Watch { socket, app_pid, ini } => {
+        Command::Watch {
+            socket,
+            app_pid,
+            ini,
+        } => {
             log::set_logger(&STDERR_LOGGER).ok();
             log::set_max_level(log::LevelFilter::Info);
-            watcher::run(watcher::WatchOptions { socket, app_pid, ini })?;
+            watcher::run(watcher::WatchOptions {
+                socket,
+                app_pid,
+                ini,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::SampleApp { kind, log } => {

@@ -28,6 +28,35 @@ pub struct DeliveryRecord {
     pub last_error: Option<String>,
     /// RFC 3339 time of the last attempt.
     pub last_attempt: Option<String>,
+    /// RFC 3339 time before which the report is not tried again.
+    #[serde(default)]
+    pub next_attempt: Option<String>,
+}
+
+/// The first retry waits this long; each later one twice as long as the
+/// one before, up to [`MAX_RETRY_DELAY`].
+pub const FIRST_RETRY_DELAY: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+pub const MAX_RETRY_DELAY: chrono::TimeDelta = chrono::TimeDelta::hours(6);
+
+impl DeliveryRecord {
+    /// True when the report may be tried at `now`.
+    pub fn is_due(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        match self
+            .next_attempt
+            .as_deref()
+            .map(chrono::DateTime::parse_from_rfc3339)
+        {
+            Some(Ok(next)) => next <= now,
+            _ => true,
+        }
+    }
+}
+
+/// The wait after `attempts` failed attempts: 1 minute, doubling, at most 6 hours.
+pub fn retry_delay(attempts: u32) -> chrono::TimeDelta {
+    let doublings = attempts.saturating_sub(1).min(16);
+    let delay = FIRST_RETRY_DELAY * (1i32 << doublings);
+    delay.min(MAX_RETRY_DELAY)
 }
 
 /// An outbox directory.
@@ -40,7 +69,14 @@ impl Outbox {
     /// Opens (and creates, privately) the outbox at `root`.
     pub fn open(root: impl Into<PathBuf>) -> std::io::Result<Outbox> {
         let root = root.into();
-        for dir in [PENDING, SENDING, SENT, FAILED, crashmail_handler::INCOMING_DIR, crashmail_handler::RUN_DIR] {
+        for dir in [
+            PENDING,
+            SENDING,
+            SENT,
+            FAILED,
+            crashmail_handler::INCOMING_DIR,
+            crashmail_handler::RUN_DIR,
+        ] {
             crashmail_handler::create_private_dir(&root.join(dir))?;
         }
         crashmail_handler::create_private_dir(&root)?;
@@ -64,15 +100,16 @@ impl Outbox {
 
     /// Ids waiting in `pending/`, oldest first.
     pub fn pending(&self) -> std::io::Result<Vec<String>> {
-        let mut entries: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(self.dir(PENDING))?
-            .filter_map(Result::ok)
-            .filter_map(|entry| {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let id = name.strip_suffix(".zip")?.to_string();
-                let modified = entry.metadata().and_then(|m| m.modified()).ok()?;
-                Some((modified, id))
-            })
-            .collect();
+        let mut entries: Vec<(std::time::SystemTime, String)> =
+            std::fs::read_dir(self.dir(PENDING))?
+                .filter_map(Result::ok)
+                .filter_map(|entry| {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    let id = name.strip_suffix(".zip")?.to_string();
+                    let modified = entry.metadata().and_then(|m| m.modified()).ok()?;
+                    Some((modified, id))
+                })
+                .collect();
         entries.sort();
         Ok(entries.into_iter().map(|(_, id)| id).collect())
     }
@@ -105,7 +142,10 @@ impl Outbox {
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir(crashmail_handler::INCOMING_DIR))?
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
             .collect();
         files.sort();
         Ok(files)
@@ -145,16 +185,26 @@ impl Claim {
 
     fn finish(self, state: &str, error: Option<&str>) -> std::io::Result<()> {
         let mut record = self.outbox.record(PENDING, &self.id);
+        let now = chrono::Utc::now();
         record.attempts += 1;
-        record.last_attempt = Some(chrono::Utc::now().to_rfc3339());
+        record.last_attempt = Some(now.to_rfc3339());
+        record.next_attempt =
+            (state == PENDING).then(|| (now + retry_delay(record.attempts)).to_rfc3339());
         if let Some(error) = error {
             record.last_error = Some(error.to_string());
         }
         let json = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
-        write_atomic(&self.outbox.dir(state).join(format!("{}.json", self.id)), &json)?;
-        std::fs::rename(self.path(), self.outbox.dir(state).join(format!("{}.zip", self.id)))?;
+        write_atomic(
+            &self.outbox.dir(state).join(format!("{}.json", self.id)),
+            &json,
+        )?;
+        std::fs::rename(
+            self.path(),
+            self.outbox.dir(state).join(format!("{}.zip", self.id)),
+        )?;
         if state != PENDING {
-            let _ = std::fs::remove_file(self.outbox.dir(PENDING).join(format!("{}.json", self.id)));
+            let _ =
+                std::fs::remove_file(self.outbox.dir(PENDING).join(format!("{}.json", self.id)));
         }
         Ok(())
     }
@@ -164,7 +214,10 @@ impl Claim {
 /// temporary name, fsync, rename, fsync of the folder. The file is 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut file = std::fs::OpenOptions::new()
@@ -191,18 +244,36 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
+    fn retry_delay_doubles_up_to_six_hours() {
+        assert_eq!(retry_delay(1), chrono::TimeDelta::minutes(1));
+        assert_eq!(retry_delay(2), chrono::TimeDelta::minutes(2));
+        assert_eq!(retry_delay(4), chrono::TimeDelta::minutes(8));
+        assert_eq!(retry_delay(30), chrono::TimeDelta::hours(6));
+    }
+
+    #[test]
     fn add_claim_and_send_moves_through_states_privately() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(dir.path().join("box")).unwrap();
         let path = outbox.add("r1", b"zip").unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(
-            std::fs::metadata(outbox.dir(PENDING)).unwrap().permissions().mode() & 0o777,
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::metadata(outbox.dir(PENDING))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
             0o700
         );
         assert_eq!(outbox.pending().unwrap(), vec!["r1".to_string()]);
         let claim = outbox.claim("r1").unwrap().expect("claimed");
-        assert!(outbox.claim("r1").unwrap().is_none(), "a second claim must fail");
+        assert!(
+            outbox.claim("r1").unwrap().is_none(),
+            "a second claim must fail"
+        );
         claim.sent().unwrap();
         assert!(outbox.dir(SENT).join("r1.zip").exists());
         assert!(outbox.pending().unwrap().is_empty());
@@ -213,11 +284,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(dir.path()).unwrap();
         outbox.add("r2", b"zip").unwrap();
-        outbox.claim("r2").unwrap().unwrap().retry_later("connection refused").unwrap();
-        outbox.claim("r2").unwrap().unwrap().retry_later("connection refused again").unwrap();
+        outbox
+            .claim("r2")
+            .unwrap()
+            .unwrap()
+            .retry_later("connection refused")
+            .unwrap();
+        outbox
+            .claim("r2")
+            .unwrap()
+            .unwrap()
+            .retry_later("connection refused again")
+            .unwrap();
         let record = outbox.record(PENDING, "r2");
         assert_eq!(record.attempts, 2);
-        assert_eq!(record.last_error.as_deref(), Some("connection refused again"));
-        assert_eq!(std::fs::read(outbox.dir(PENDING).join("r2.zip")).unwrap(), b"zip");
+        assert!(
+            !record.is_due(chrono::Utc::now()),
+            "a failed report waits before its next try"
+        );
+        assert!(record.is_due(chrono::Utc::now() + retry_delay(2)));
+        assert_eq!(
+            record.last_error.as_deref(),
+            Some("connection refused again")
+        );
+        assert_eq!(
+            std::fs::read(outbox.dir(PENDING).join("r2.zip")).unwrap(),
+            b"zip"
+        );
     }
 }

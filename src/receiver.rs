@@ -17,6 +17,8 @@ pub struct ReceivedMessage {
     pub rcpt_to: Vec<String>,
     /// The message itself, as received after `DATA`.
     pub data: Vec<u8>,
+    /// When the server accepted the message (end of `DATA`).
+    pub received_at: Option<std::time::SystemTime>,
 }
 
 #[derive(Default)]
@@ -51,7 +53,8 @@ impl Handler for Collector {
     }
 
     fn data_end(&mut self) -> Response {
-        let message = std::mem::take(&mut self.current);
+        let mut message = std::mem::take(&mut self.current);
+        message.received_at = Some(std::time::SystemTime::now());
         self.current.helo = message.helo.clone();
         if let Ok(mut messages) = self.mailbox.messages.lock() {
             messages.push(message);
@@ -78,7 +81,9 @@ impl LoopbackReceiver {
             current: ReceivedMessage::default(),
         };
         let mut server = Server::new(collector);
-        server.with_name("crashmail-receiver.localhost").with_tcp_listener(listener);
+        server
+            .with_name("crashmail-receiver.localhost")
+            .with_tcp_listener(listener);
         std::thread::Builder::new()
             .name("smtp-receiver".into())
             .spawn(move || {
@@ -99,7 +104,11 @@ impl LoopbackReceiver {
 
     /// Every message received so far.
     pub fn messages(&self) -> Vec<ReceivedMessage> {
-        self.mailbox.messages.lock().map(|m| m.clone()).unwrap_or_default()
+        self.mailbox
+            .messages
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 
     /// Waits until at least `count` messages have arrived or `timeout`

@@ -95,7 +95,11 @@ impl ReportMeta {
     pub fn summary(&self, attachments: &[String]) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let _ = writeln!(out, "{} {} crashed ({}).", self.app_name, self.app_version, self.kind);
+        let _ = writeln!(
+            out,
+            "{} {} crashed ({}).",
+            self.app_name, self.app_version, self.kind
+        );
         let _ = writeln!(out);
         let _ = writeln!(out, "Reason:     {}", self.reason);
         if let Some(panic) = &self.panic {
@@ -109,7 +113,11 @@ impl ReportMeta {
                 let _ = writeln!(out, "Thread id:  {thread}");
             }
         }
-        let _ = writeln!(out, "Time:       {}", self.time.format("%Y-%m-%d %H:%M:%S UTC"));
+        let _ = writeln!(
+            out,
+            "Time:       {}",
+            self.time.format("%Y-%m-%d %H:%M:%S UTC")
+        );
         let _ = writeln!(out, "Host:       {}", self.host);
         let _ = writeln!(out, "OS:         {}", self.os);
         let _ = writeln!(out, "Process:    {}", self.pid);
@@ -189,9 +197,23 @@ pub fn parse_std_backtrace(text: &str) -> Vec<Frame> {
 
 /// Frames that belong to the panic and unwinding machinery, not the application.
 fn is_machinery(function: &str) -> bool {
-    // `<&dyn core::ops::Fn… as core::ops::FnOnce>::call_once` and the like:
-    // judge a qualified path by the type it starts with.
-    let function = function.trim_start_matches(['<', '&']).trim_start_matches("dyn ");
+    // `<Type as Trait>::f`: judged by the type when it is a path
+    // (`<myapp::Db as core::ops::Drop>::drop` is the application's), by the
+    // trait when the type is generic or primitive (`<&T as core::fmt::Display>`).
+    let function = match function.strip_prefix('<').and_then(|rest| rest.split_once(" as ")) {
+        Some((self_type, rest)) => {
+            let self_type = self_type
+                .trim_start_matches(['&', '*'])
+                .trim_start_matches("mut ")
+                .trim_start_matches("dyn ");
+            if self_type.contains("::") {
+                self_type
+            } else {
+                rest
+            }
+        }
+        None => function,
+    };
     const PREFIXES: &[&str] = &[
         "std::",
         "core::",
@@ -199,13 +221,23 @@ fn is_machinery(function: &str) -> bool {
         "rust_begin_unwind",
         "rust_panic",
         "__rust",
+        "__rustc::",
         "__libc_",
         "__GI_",
         "__pthread",
         "crashmail_handler::",
         "backtrace::",
     ];
-    const NAMES: &[&str] = &["main", "_start", "clone", "clone3", "start_thread", "abort", "raise", "gsignal"];
+    const NAMES: &[&str] = &[
+        "main",
+        "_start",
+        "clone",
+        "clone3",
+        "start_thread",
+        "abort",
+        "raise",
+        "gsignal",
+    ];
     NAMES.contains(&function) || PREFIXES.iter().any(|prefix| function.starts_with(prefix))
 }
 
@@ -216,7 +248,10 @@ pub fn is_unnamed(function: &str) -> bool {
 
 /// The application's frames, top first, with machinery skipped.
 pub fn application_frames(frames: &[Frame]) -> Vec<&Frame> {
-    frames.iter().filter(|f| !is_machinery(&f.function)).collect()
+    frames
+        .iter()
+        .filter(|f| !is_machinery(&f.function))
+        .collect()
 }
 
 /// How many application frames make up a signature.
@@ -249,7 +284,10 @@ pub fn reason_class(reason: &str) -> String {
     while let Some(c) = chars.next() {
         if c.is_ascii_digit() {
             // 0x1f, 42, 3.5: all become N.
-            while chars.peek().is_some_and(|n| n.is_ascii_alphanumeric() || *n == '.') {
+            while chars
+                .peek()
+                .is_some_and(|n| n.is_ascii_alphanumeric() || *n == '.')
+            {
                 chars.next();
             }
             out.push('N');
@@ -268,15 +306,18 @@ pub fn reason_class(reason: &str) -> String {
     out.chars().take(80).collect()
 }
 
+/// `a::b::h0123456789abcdef` → `a::b`: the hash rustc adds to legacy-mangled names.
+pub fn strip_hash(function: &str) -> &str {
+    match function.rsplit_once("::h") {
+        Some((before, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => before,
+        _ => function,
+    }
+}
+
 /// `<T as Trait>::f::h0123456789abcdef` → `<T as Trait>::f`; generic
 /// parameters (`Vec<u8>`) and address offsets (`+0x1f`) removed.
 pub fn normalise_function(function: &str) -> String {
-    let mut name = function.trim();
-    if let Some((before, hash)) = name.rsplit_once("::h") {
-        if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) {
-            name = before;
-        }
-    }
+    let mut name = strip_hash(function.trim());
     if let Some((before, _)) = name.split_once(" + 0x").or_else(|| name.split_once("+0x")) {
         name = before;
     }
@@ -290,10 +331,14 @@ pub fn normalise_function(function: &str) -> String {
         match c {
             '<' => {
                 depth += 1;
-                let follows_identifier = previous.is_some_and(|p| p.is_alphanumeric() || p == '_' || p == ':');
+                let follows_identifier =
+                    previous.is_some_and(|p| p.is_alphanumeric() || p == '_' || p == ':');
                 if follows_identifier && skipping_from_depth.is_none() && previous != Some(':') {
                     skipping_from_depth = Some(depth);
-                } else if follows_identifier && previous == Some(':') && skipping_from_depth.is_none() {
+                } else if follows_identifier
+                    && previous == Some(':')
+                    && skipping_from_depth.is_none()
+                {
                     // `::<T>` turbofish.
                     skipping_from_depth = Some(depth);
                     out.pop();
@@ -349,8 +394,14 @@ mod tests {
     #[test]
     fn application_frames_skip_panic_machinery() {
         let frames = parse_std_backtrace(STD_BACKTRACE);
-        let app: Vec<&str> = application_frames(&frames).iter().map(|f| f.function.as_str()).collect();
-        assert_eq!(app, vec!["myapp::parse::<u8>::h0123456789abcdef", "myapp::main"]);
+        let app: Vec<&str> = application_frames(&frames)
+            .iter()
+            .map(|f| f.function.as_str())
+            .collect();
+        assert_eq!(
+            app,
+            vec!["myapp::parse::<u8>::h0123456789abcdef", "myapp::main"]
+        );
     }
 
     #[test]
@@ -366,7 +417,10 @@ mod tests {
             &["myapp::parse::<u16>::hfedcba9876543210", "myapp::main"],
         );
         assert_eq!(a, b);
-        assert_eq!(a, "panic | bad index N of \"…\" | myapp::parse < myapp::main");
+        assert_eq!(
+            a,
+            "panic | bad index N of \"…\" | myapp::parse < myapp::main"
+        );
     }
 
     #[test]
@@ -375,12 +429,31 @@ mod tests {
             normalise_function("<myapp::Db as core::ops::Drop>::drop::h0123456789abcdef"),
             "<myapp::Db as core::ops::Drop>::drop"
         );
-        assert_eq!(normalise_function("myapp::Vec<T>::push"), "myapp::Vec::push");
+        assert_eq!(
+            normalise_function("myapp::Vec<T>::push"),
+            "myapp::Vec::push"
+        );
         assert_eq!(normalise_function("libc.so.6 + 0x1234"), "libc.so.6");
     }
 
     #[test]
+    fn trait_impls_are_judged_by_their_type() {
+        let frame = |function: &str| Frame { function: function.into(), location: None };
+        let frames = [
+            frame("<&T as core::fmt::Display>::fmt"),
+            frame("<&dyn core::ops::function::Fn<()> as core::ops::function::FnOnce<()>>::call_once"),
+            frame("<myapp::Db as core::ops::drop::Drop>::drop"),
+            frame("maintenance::run"),
+        ];
+        let app: Vec<&str> = application_frames(&frames).iter().map(|f| f.function.as_str()).collect();
+        assert_eq!(app, vec!["<myapp::Db as core::ops::drop::Drop>::drop", "maintenance::run"]);
+    }
+
+    #[test]
     fn hex_addresses_become_one_class() {
-        assert_eq!(reason_class("SIGSEGV at 0x7ffe12"), reason_class("SIGSEGV at 0x0"));
+        assert_eq!(
+            reason_class("SIGSEGV at 0x7ffe12"),
+            reason_class("SIGSEGV at 0x0")
+        );
     }
 }

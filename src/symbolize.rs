@@ -30,23 +30,41 @@ impl LocalSymbolizer {
     /// The frames (innermost inlined frame first) at `offset` in the module
     /// at `path` whose build id is `build_id` (hex). `None` when the file is
     /// missing, differs from the crashed build, or has no symbol there.
-    pub fn frames(&mut self, path: &str, build_id: Option<&str>, offset: u64) -> Option<Vec<Frame>> {
+    pub fn frames(
+        &mut self,
+        path: &str,
+        build_id: Option<&str>,
+        offset: u64,
+    ) -> Option<Vec<Frame>> {
         let module = self
             .modules
             .entry(path.to_string())
             .or_insert_with(|| open_module(path, build_id))
             .as_ref()?;
         let probe = module.base_vaddr + offset;
-        if !module.code.iter().any(|(start, end)| (*start..*end).contains(&probe)) {
+        if !module
+            .code
+            .iter()
+            .any(|(start, end)| (*start..*end).contains(&probe))
+        {
             return None;
         }
+        // The symbol table names the function the address is in, fully
+        // qualified. DWARF adds inlined callees, but in `line-tables-only`
+        // builds it knows them by bare names only (`run`, `write_volatile<u64>`),
+        // which would make frames and signatures depend on the build profile:
+        // bare inlined names are left out and the outer frame takes the
+        // symbol table's name.
+        let symbol = module.loader.find_symbol(probe).map(|name| {
+            crate::report::strip_hash(&addr2line::demangle_auto(name.into(), None)).to_string()
+        });
         let mut frames = Vec::new();
         if let Ok(mut iter) = module.loader.find_frames(probe) {
             while let Ok(Some(frame)) = iter.next() {
                 let function = frame
                     .function
                     .as_ref()
-                    .and_then(|f| f.demangle().ok().map(|n| n.into_owned()));
+                    .and_then(|f| f.demangle().ok().map(|n| crate::report::strip_hash(&n).to_string()));
                 let location = frame.location.as_ref().and_then(|l| {
                     let file = l.file?;
                     Some(match l.line {
@@ -54,15 +72,30 @@ impl LocalSymbolizer {
                         None => file.to_string(),
                     })
                 });
-                if let Some(function) = function {
-                    frames.push(Frame { function, location });
+                frames.push(Frame {
+                    function: function.unwrap_or_default(),
+                    location,
+                });
+            }
+        }
+        if let Some(outer) = frames.last_mut() {
+            if !outer.function.contains("::") {
+                if let Some(symbol) = &symbol {
+                    outer.function = symbol.clone();
                 }
             }
         }
+        let outer = frames.len().saturating_sub(1);
+        let mut frames: Vec<Frame> = frames
+            .into_iter()
+            .enumerate()
+            .filter(|(index, frame)| *index == outer || frame.function.contains("::"))
+            .map(|(_, frame)| frame)
+            .filter(|frame| !frame.function.is_empty())
+            .collect();
         if frames.is_empty() {
-            let symbol = module.loader.find_symbol(probe)?;
             frames.push(Frame {
-                function: addr2line::demangle_auto(symbol.into(), None).into_owned(),
+                function: symbol?,
                 location: None,
             });
         }
@@ -94,7 +127,11 @@ fn open_module(path: &str, expected_build_id: Option<&str>) -> Option<ModuleFile
         .map(|section| (section.address(), section.address() + section.size()))
         .collect();
     let loader = addr2line::Loader::new(path).ok()?;
-    Some(ModuleFile { loader, base_vaddr, code })
+    Some(ModuleFile {
+        loader,
+        base_vaddr,
+        code,
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 /// How long to wait for the application's `Hello` before giving up.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the application is looked at before it has connected.
+const APP_ALIVE_POLL: Duration = Duration::from_millis(100);
 /// How long a panic waits for its dump before it is reported without one.
 const PANIC_DUMP_GRACE: Duration = Duration::from_secs(3);
 
@@ -55,7 +57,9 @@ impl ServerHandler for Handler {
             .lock()
             .map_err(|_| std::io::Error::other("poisoned"))?
             .clone()
-            .ok_or_else(|| std::io::Error::other("no Hello yet: the dump has nowhere private to go"))?;
+            .ok_or_else(|| {
+                std::io::Error::other("no Hello yet: the dump has nowhere private to go")
+            })?;
         let number = self.dumps.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("{}-{number}.dmp", std::process::id()));
         let file = std::fs::OpenOptions::new()
@@ -68,7 +72,9 @@ impl ServerHandler for Handler {
     }
 
     fn on_minidump_created(&self, result: Result<MinidumpBinary, minidumper::Error>) -> LoopAction {
-        let _ = self.events.send(Event::Dump(result.map(|b| b.path).map_err(|e| e.to_string())));
+        let _ = self.events.send(Event::Dump(
+            result.map(|b| b.path).map_err(|e| e.to_string()),
+        ));
         LoopAction::Continue
     }
 
@@ -82,7 +88,10 @@ impl ServerHandler for Handler {
                     Event::Hello(Box::new(hello))
                 }
                 Ok(hello) => {
-                    log::error!("the application speaks protocol {}, this watcher {PROTOCOL_VERSION}", hello.protocol);
+                    log::error!(
+                        "the application speaks protocol {}, this watcher {PROTOCOL_VERSION}",
+                        hello.protocol
+                    );
                     return;
                 }
                 Err(e) => {
@@ -156,11 +165,13 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
     };
     let shutdown = std::sync::Arc::new(AtomicBool::new(false));
     let server_shutdown = shutdown.clone();
-    let server_thread = std::thread::Builder::new().name("crashmail-ipc".into()).spawn(move || {
-        if let Err(e) = server.run(Box::new(handler), &server_shutdown, None) {
-            let _ = events.send(Event::ServerFailed(e.to_string()));
-        }
-    })?;
+    let server_thread = std::thread::Builder::new()
+        .name("crashmail-ipc".into())
+        .spawn(move || {
+            if let Err(e) = server.run(Box::new(handler), &server_shutdown, None) {
+                let _ = events.send(Event::ServerFailed(e.to_string()));
+            }
+        })?;
 
     let mut session = Session {
         options,
@@ -175,14 +186,19 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
     loop {
         let timeout = match (&session.hello, crash.since) {
             (_, Some(since)) => PANIC_DUMP_GRACE.saturating_sub(since.elapsed()),
-            (None, None) => HELLO_TIMEOUT.saturating_sub(started.elapsed()),
+            // Before the Hello, look now and then whether the application
+            // is still alive: it may exit before it ever connects.
+            (None, None) => APP_ALIVE_POLL.min(HELLO_TIMEOUT.saturating_sub(started.elapsed())),
             (Some(_), None) => Duration::from_secs(3600),
         };
         match receiver.recv_timeout(timeout) {
             Ok(Event::Hello(hello)) => session.greet(*hello),
             Ok(Event::Panic(record)) => {
                 if crash.panic.is_some() {
-                    log::warn!("a second panic before the first was reported: {}", record.message);
+                    log::warn!(
+                        "a second panic before the first was reported: {}",
+                        record.message
+                    );
                 } else {
                     crash.panic = Some(*record);
                     crash.since = Some(Instant::now());
@@ -199,10 +215,21 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
                 break;
             }
             Err(RecvTimeoutError::Timeout) => {
-                if crash.since.is_some_and(|since| since.elapsed() >= PANIC_DUMP_GRACE) {
+                if crash
+                    .since
+                    .is_some_and(|since| since.elapsed() >= PANIC_DUMP_GRACE)
+                {
                     session.report(std::mem::take(&mut crash), false);
                 } else if session.hello.is_none() && started.elapsed() >= HELLO_TIMEOUT {
                     log::error!("no application connected within {HELLO_TIMEOUT:?}; exiting");
+                    break;
+                } else if session.hello.is_none()
+                    && session
+                        .options
+                        .app_pid
+                        .is_some_and(|pid| !process_alive(pid))
+                {
+                    log::info!("the application exited before it connected; exiting");
                     break;
                 }
             }
@@ -223,7 +250,12 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
 
 impl Session {
     fn greet(&mut self, hello: Hello) {
-        log::info!("watching {} {} (pid {})", hello.app_name, hello.app_version, hello.pid);
+        log::info!(
+            "watching {} {} (pid {})",
+            hello.app_name,
+            hello.app_version,
+            hello.pid
+        );
         if let Some(expected) = self.options.app_pid {
             if expected != hello.pid {
                 log::warn!("Hello from pid {} while watching pid {expected}", hello.pid);
@@ -231,11 +263,16 @@ impl Session {
         }
         match Outbox::open(&hello.outbox_dir) {
             Ok(outbox) => self.outbox = Some(outbox),
-            Err(e) => log::error!("the outbox {} cannot be used: {e}", hello.outbox_dir.display()),
+            Err(e) => log::error!(
+                "the outbox {} cannot be used: {e}",
+                hello.outbox_dir.display()
+            ),
         }
         let explicit = self.options.ini.clone().or_else(|| hello.ini_path.clone());
         let exe_dir = hello.exe.as_deref().and_then(Path::parent);
-        match config::find(explicit.as_deref(), exe_dir, hello.cwd.as_deref()).and_then(|path| config::load(&path)) {
+        match config::find(explicit.as_deref(), exe_dir, hello.cwd.as_deref())
+            .and_then(|path| config::load(&path))
+        {
             Ok(config) => {
                 log::info!("using {}", config.path.display());
                 self.config = Some(config);
@@ -249,7 +286,9 @@ impl Session {
     /// fails it stays in `pending/`.
     fn report(&mut self, crash: PendingCrash, abnormal_exit: bool) {
         let Some(hello) = &self.hello else {
-            log::error!("a crash arrived before the application said who it is; it cannot be reported");
+            log::error!(
+                "a crash arrived before the application said who it is; it cannot be reported"
+            );
             return;
         };
         let Some(outbox) = &self.outbox else {
@@ -258,7 +297,9 @@ impl Session {
         };
         let dump_path = crash.dump.as_ref().and_then(|d| d.as_ref().ok()).cloned();
         let minidump = crash.dump.map(|dump| {
-            dump.and_then(|path| std::fs::read(&path).map_err(|e| format!("the dump could not be read back: {e}")))
+            dump.and_then(|path| {
+                std::fs::read(&path).map_err(|e| format!("the dump could not be read back: {e}"))
+            })
         });
         let mut log_files = hello.log_files.clone();
         if let Some(config) = &self.config {
@@ -291,7 +332,12 @@ impl Session {
             .and_then(|zip| outbox.add(&id, &zip).map_err(|e| e.to_string()));
         match stored {
             Ok(path) => {
-                log::info!("report {id} ({}: {}) stored at {}", contents.meta.kind, contents.meta.reason, path.display());
+                log::info!(
+                    "report {id} ({}: {}) stored at {}",
+                    contents.meta.kind,
+                    contents.meta.reason,
+                    path.display()
+                );
                 if let Some(dump_path) = dump_path {
                     let _ = std::fs::remove_file(dump_path);
                 }
@@ -304,8 +350,12 @@ impl Session {
         self.crashes_reported += 1;
         if let Some(config) = &self.config {
             match delivery::send_one(outbox, config, &id) {
-                Ok(Some(Outcome::Sent)) => log::info!("report {id} sent to {}", config.smtp.to.join(", ")),
-                Ok(Some(Outcome::Kept(why))) => log::warn!("report {id} kept for a later try: {why}"),
+                Ok(Some(Outcome::Sent)) => {
+                    log::info!("report {id} sent to {}", config.smtp.to.join(", "))
+                }
+                Ok(Some(Outcome::Kept(why))) => {
+                    log::warn!("report {id} kept for a later try: {why}")
+                }
                 Ok(Some(Outcome::Failed(why))) => log::error!("report {id} refused: {why}"),
                 Ok(None) => log::info!("report {id} was claimed by another sender"),
                 Err(e) => log::error!("report {id}: outbox error: {e}"),
@@ -321,7 +371,7 @@ impl Session {
         if let Err(e) = delivery::package_incoming(outbox, Some(config)) {
             log::error!("records in incoming/ could not be packaged: {e}");
         }
-        match delivery::flush(outbox, config) {
+        match delivery::flush(outbox, config, delivery::Due::Only) {
             Ok(outcomes) => {
                 for (id, outcome) in outcomes {
                     log::info!("older report {id}: {outcome:?}");
@@ -329,5 +379,15 @@ impl Session {
             }
             Err(e) => log::error!("the outbox could not be flushed: {e}"),
         }
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
     }
 }

@@ -9,7 +9,10 @@ use crate::Installed;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 
-pub(crate) fn write_panic_record(installed: &Installed, record: &PanicRecord) -> std::io::Result<()> {
+pub(crate) fn write_panic_record(
+    installed: &Installed,
+    record: &PanicRecord,
+) -> std::io::Result<()> {
     let dir = installed.outbox_dir.join(crate::INCOMING_DIR);
     crate::create_private_dir(&dir)?;
     let name = format!("{}-{}.panic.json", record.pid, record.time_ms);

@@ -5,12 +5,11 @@
 //! does the heavy work when the application dies:
 //!
 //! ```no_run
-//! fn main() {
-//!     let _crashmail = crashmail_handler::install(
-//!         crashmail_handler::options!().log_file("/var/log/myapp/app.log"),
-//!     );
-//!     // … the application …
-//! }
+//! // First thing in `main`; keep the guard until `main` returns.
+//! let _crashmail = crashmail_handler::install(
+//!     crashmail_handler::options!().log_file("/var/log/myapp/app.log"),
+//! );
+//! // … the application …
 //! ```
 //!
 //! Nothing heavy runs in the application: no SMTP, no zip, no TLS. The panic
@@ -125,8 +124,12 @@ pub enum InstallError {
 impl std::fmt::Display for InstallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            InstallError::AlreadyInstalled => write!(f, "crashmail is already installed in this process"),
-            InstallError::SignalHandler(why) => write!(f, "the crash signal handler could not be installed: {why}"),
+            InstallError::AlreadyInstalled => {
+                write!(f, "crashmail is already installed in this process")
+            }
+            InstallError::SignalHandler(why) => {
+                write!(f, "the crash signal handler could not be installed: {why}")
+            }
         }
     }
 }
@@ -231,7 +234,10 @@ fn non_empty_env(name: &str) -> Option<std::ffi::OsString> {
 /// Creates `dir` and its parents; the leaf is made private (0700).
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 fn current_uid() -> u32 {

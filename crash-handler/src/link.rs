@@ -140,10 +140,15 @@ pub(crate) fn start(options: Options, installed: &'static Installed) {
 }
 
 fn connect(options: &Options, installed: &Installed) -> Result<(), String> {
-    crate::create_private_dir(&installed.outbox_dir.join(crate::RUN_DIR))
-        .map_err(|e| format!("cannot create the outbox {}: {e}", installed.outbox_dir.display()))?;
+    crate::create_private_dir(&installed.outbox_dir.join(crate::RUN_DIR)).map_err(|e| {
+        format!(
+            "cannot create the outbox {}: {e}",
+            installed.outbox_dir.display()
+        )
+    })?;
     let address = SOCKET.get_or_init(|| socket_address(installed));
-    let watcher = find_watcher(options).ok_or("no crashmail executable found (set CRASHMAIL_WATCHER)")?;
+    let watcher =
+        find_watcher(options).ok_or("no crashmail executable found (set CRASHMAIL_WATCHER)")?;
 
     let log = open_watcher_log(installed)
         .map(Stdio::from)
@@ -175,7 +180,10 @@ fn connect(options: &Options, installed: &Installed) -> Result<(), String> {
             Ok(client) => break client,
             Err(e) => {
                 if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("{} exited at start ({status}); see watcher.log", watcher.display()));
+                    return Err(format!(
+                        "{} exited at start ({status}); see watcher.log",
+                        watcher.display()
+                    ));
                 }
                 if Instant::now() >= deadline {
                     return Err(format!("cannot connect to the watcher: {e}"));
@@ -184,7 +192,8 @@ fn connect(options: &Options, installed: &Installed) -> Result<(), String> {
             }
         }
     };
-    let dumps = Client::with_name(address.name()).map_err(|e| format!("cannot open the dump connection: {e}"))?;
+    let dumps = Client::with_name(address.name())
+        .map_err(|e| format!("cannot open the dump connection: {e}"))?;
 
     let hello = Hello {
         protocol: PROTOCOL_VERSION,
@@ -217,7 +226,12 @@ fn absolute(path: &Path) -> PathBuf {
 /// otherwise an abstract socket with an unguessable name.
 fn socket_address(installed: &Installed) -> SocketAddress {
     let unique = format!("{}-{}", installed.pid, crate::unix_millis());
-    let path = absolute(&installed.outbox_dir.join(crate::RUN_DIR).join(format!("{unique}.sock")));
+    let path = absolute(
+        &installed
+            .outbox_dir
+            .join(crate::RUN_DIR)
+            .join(format!("{unique}.sock")),
+    );
     if path.as_os_str().len() < 100 {
         SocketAddress::Path(path)
     } else {

@@ -43,7 +43,8 @@ impl SignalGuard {
         let paths = SignalRecordPaths {
             temporary: CString::new(incoming.join(format!(".{name}.tmp")).as_os_str().as_bytes())
                 .map_err(|e| e.to_string())?,
-            record: CString::new(incoming.join(name).as_os_str().as_bytes()).map_err(|e| e.to_string())?,
+            record: CString::new(incoming.join(name).as_os_str().as_bytes())
+                .map_err(|e| e.to_string())?,
         };
         let _ = SIGNAL_RECORD.set(paths);
 
@@ -179,7 +180,10 @@ struct LineBuffer {
 
 impl LineBuffer {
     fn new() -> Self {
-        LineBuffer { bytes: [0; 256], len: 0 }
+        LineBuffer {
+            bytes: [0; 256],
+            len: 0,
+        }
     }
 
     fn push_str(&mut self, text: &[u8]) {

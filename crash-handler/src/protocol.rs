@@ -152,8 +152,9 @@ mod tests {
 
     #[test]
     fn signal_record_round_trips_the_handler_format() {
-        let record = SignalRecord::parse("signal=11 code=1 pid=42 sender=0 addr=16 time=1700000000\n")
-            .expect("parses");
+        let record =
+            SignalRecord::parse("signal=11 code=1 pid=42 sender=0 addr=16 time=1700000000\n")
+                .expect("parses");
         assert_eq!(record.signal, 11);
         assert_eq!(record.code, 1);
         assert_eq!(record.pid, 42);

@@ -13,13 +13,22 @@ pub fn report_message_id(meta: &ReportMeta, smtp: &SmtpConfig) -> String {
     let domain = smtp
         .domain
         .clone()
-        .or_else(|| smtp.from.rsplit_once('@').map(|(_, d)| d.trim_end_matches('>').to_string()))
+        .or_else(|| {
+            smtp.from
+                .rsplit_once('@')
+                .map(|(_, d)| d.trim_end_matches('>').to_string())
+        })
         .unwrap_or_else(|| "crashmail.invalid".to_string());
     format!("<crash-{}@{}>", meta.id, domain)
 }
 
 /// Builds the email for one report.
-pub fn report_message(smtp: &SmtpConfig, meta: &ReportMeta, summary: &str, zip: Vec<u8>) -> Result<Message, String> {
+pub fn report_message(
+    smtp: &SmtpConfig,
+    meta: &ReportMeta,
+    summary: &str,
+    zip: Vec<u8>,
+) -> Result<Message, String> {
     let from: Mailbox = smtp
         .from
         .parse()
@@ -31,7 +40,9 @@ pub fn report_message(smtp: &SmtpConfig, meta: &ReportMeta, summary: &str, zip: 
         .date(meta.time.into())
         .user_agent(format!("crashmail {}", env!("CARGO_PKG_VERSION")));
     for to in &smtp.to {
-        let mailbox: Mailbox = to.parse().map_err(|e| format!("To {to:?} is not a valid address: {e}"))?;
+        let mailbox: Mailbox = to
+            .parse()
+            .map_err(|e| format!("To {to:?} is not a valid address: {e}"))?;
         builder = builder.to(mailbox);
     }
     let zip_type = ContentType::parse("application/zip").map_err(|e| e.to_string())?;

@@ -77,7 +77,10 @@ fn transport(smtp: &SmtpConfig) -> Result<SmtpTransport, DeliveryError> {
             });
         }
         builder = builder
-            .credentials(Credentials::new(user.clone(), password.expose().to_string()))
+            .credentials(Credentials::new(
+                user.clone(),
+                password.expose().to_string(),
+            ))
             .authentication(vec![Mechanism::Plain, Mechanism::Login]);
     }
     Ok(builder.build())

@@ -1,0 +1,228 @@
+//! Helpers shared by the end-to-end tests: a private folder per test, a
+//! loopback SMTP server, and a command builder for the sample application.
+#![allow(dead_code)]
+
+use crashmail::receiver::{LoopbackReceiver, ReceivedMessage};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// How long a test waits for an email.
+pub const MAIL_WAIT: Duration = Duration::from_secs(30);
+
+/// One test's world: its folder, `AXIS.INI`, outbox, log file and SMTP server.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub ini: PathBuf,
+    pub outbox: PathBuf,
+    pub log: PathBuf,
+    pub receiver: LoopbackReceiver,
+}
+
+impl Harness {
+    /// A harness whose `AXIS.INI` points at a fresh loopback receiver.
+    pub fn new() -> Harness {
+        let receiver = LoopbackReceiver::start().expect("start the loopback SMTP receiver");
+        let port = receiver.port();
+        Harness::with_server(
+            receiver,
+            &format!("Server = 127.0.0.1\nPort = {port}\nSecurity = none\n"),
+        )
+    }
+
+    /// A harness whose `AXIS.INI` has these `[smtp]` server lines.
+    pub fn with_server(receiver: LoopbackReceiver, server_lines: &str) -> Harness {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ini = dir.path().join("AXIS.INI");
+        std::fs::write(
+            &ini,
+            format!(
+                "[smtp]\n{server_lines}Domain = example.com\nFrom = crashmail@example.com\nTo = support@example.com\nTimeout = 10\n"
+            ),
+        )
+        .expect("write AXIS.INI");
+        Harness {
+            ini,
+            outbox: dir.path().join("outbox"),
+            log: dir.path().join("app.log"),
+            receiver,
+            dir,
+        }
+    }
+
+    /// The sample application, told to die as `kind`, in this harness.
+    pub fn sample_app(&self, kind: &str) -> Command {
+        let mut command = Command::new(crashmail_exe());
+        command
+            .args(["sample-app", kind, "--log"])
+            .arg(&self.log)
+            .env("CRASHMAIL_OUTBOX", &self.outbox)
+            .env("AXIS_INI", &self.ini)
+            .env_remove("AXIS_HOME")
+            .env_remove("CRASHMAIL_WATCHER");
+        command
+    }
+
+    /// Runs the sample application to its end.
+    pub fn run_sample(&self, kind: &str) -> Output {
+        self.sample_app(kind)
+            .output()
+            .expect("run the sample application")
+    }
+
+    /// The first message received, or a failure naming what the watcher logged.
+    pub fn first_message(&self) -> ReceivedMessage {
+        let messages = self.receiver.wait_for(1, MAIL_WAIT);
+        match messages.into_iter().next() {
+            Some(message) => message,
+            None => panic!("no email arrived; watcher.log:\n{}", self.watcher_log()),
+        }
+    }
+
+    pub fn watcher_log(&self) -> String {
+        std::fs::read_to_string(self.outbox.join("watcher.log")).unwrap_or_default()
+    }
+
+    /// The `crashmail` command with this harness's environment.
+    pub fn crashmail(&self) -> Command {
+        let mut command = Command::new(crashmail_exe());
+        command
+            .env("CRASHMAIL_OUTBOX", &self.outbox)
+            .env("AXIS_INI", &self.ini)
+            .env_remove("AXIS_HOME");
+        command
+    }
+}
+
+pub fn crashmail_exe() -> &'static str {
+    env!("CARGO_BIN_EXE_crashmail")
+}
+
+/// A received email, taken apart.
+pub struct ParsedMail {
+    pub from: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub message_id: String,
+    pub text: String,
+    pub zip_name: String,
+    pub entries: BTreeMap<String, Vec<u8>>,
+    /// Number of zip attachments.
+    pub zip_attachments: usize,
+}
+
+pub fn parse_mail(raw: &[u8]) -> ParsedMail {
+    use mail_parser::MimeHeaders;
+    let message = mail_parser::MessageParser::default()
+        .parse(raw)
+        .expect("a parsable email");
+    let addresses = |list: Option<&mail_parser::Address>| -> Vec<String> {
+        list.map(|a| {
+            a.iter()
+                .filter_map(|addr| addr.address().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let zips: Vec<_> = message
+        .attachments()
+        .filter(|a| a.attachment_name().is_some_and(|n| n.ends_with(".zip")))
+        .collect();
+    let zip = zips.first().expect("a zip attachment");
+    ParsedMail {
+        from: addresses(message.from()).join(","),
+        to: addresses(message.to()),
+        subject: message.subject().unwrap_or_default().to_string(),
+        message_id: message.message_id().unwrap_or_default().to_string(),
+        text: message
+            .body_text(0)
+            .map(|t| t.into_owned())
+            .unwrap_or_default(),
+        zip_name: zip.attachment_name().unwrap_or_default().to_string(),
+        entries: crashmail::bundle::read_zip_entries(zip.contents()).expect("a readable zip"),
+        zip_attachments: zips.len(),
+    }
+}
+
+/// `report.json` of a received report.
+pub fn report_json(mail: &ParsedMail) -> serde_json::Value {
+    serde_json::from_slice(mail.entries.get("report.json").expect("report.json"))
+        .expect("valid report.json")
+}
+
+/// The signal number in a minidump's exception stream.
+pub fn minidump_signal(bytes: &[u8]) -> u32 {
+    let dump = minidump::Minidump::read(bytes).expect("a readable minidump");
+    let exception = dump
+        .get_stream::<minidump::MinidumpException>()
+        .expect("an exception stream");
+    exception.raw.exception_record.exception_code
+}
+
+/// Pids of live `crashmail watch` processes serving this outbox (their
+/// socket lives in it).
+pub fn live_watchers(outbox: &Path) -> Vec<u32> {
+    let needle = outbox.to_string_lossy().into_owned();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(" watch ") && cmdline.contains(&needle) && !process_gone(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Waits until no watcher serves this outbox; false if one is still there.
+pub fn watchers_gone(outbox: &Path, timeout: Duration) -> bool {
+    eventually(timeout, || live_watchers(outbox).is_empty())
+}
+
+/// True once `pid` has exited (gone, or a zombie waiting for its reaper).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                rest.trim_start().starts_with('Z') || rest.trim_start().starts_with('X')
+            })
+            .unwrap_or(true),
+    }
+}
+
+/// Waits up to `timeout` for `condition`.
+pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn exit_signal(output: &Output) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    output.status.signal()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}

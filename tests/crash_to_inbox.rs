@@ -1,0 +1,299 @@
+//! A real child process crashes; its report must arrive at a real SMTP
+//! server (mailin-embedded, in this process) complete and correct.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const LAST_LOG_LINE: &str = "last line before the crash";
+
+fn assert_common_envelope(mail: &ParsedMail) {
+    assert_eq!(mail.from, "crashmail@example.com");
+    assert_eq!(mail.to, vec!["support@example.com".to_string()]);
+    assert_eq!(mail.zip_attachments, 1, "exactly one zip attachment");
+    for entry in ["report.json", "summary.txt", "system.json", "logs/app.log"] {
+        assert!(
+            mail.entries.contains_key(entry),
+            "{entry} missing; entries: {:?}",
+            mail.entries.keys()
+        );
+    }
+    let report = report_json(mail);
+    let id = report["id"].as_str().expect("report id");
+    assert_eq!(mail.zip_name, format!("crash-{id}.zip"));
+    assert_eq!(mail.message_id, format!("crash-{id}@example.com"));
+    assert!(
+        mail.subject.contains("crashmail-sample-app"),
+        "{}",
+        mail.subject
+    );
+    assert!(
+        mail.subject.contains(env!("CARGO_PKG_VERSION")),
+        "{}",
+        mail.subject
+    );
+    let log = String::from_utf8_lossy(&mail.entries["logs/app.log"]).into_owned();
+    assert!(
+        log.contains(LAST_LOG_LINE),
+        "log tail without the last line: {log}"
+    );
+    assert_eq!(
+        std::str::from_utf8(&mail.entries["summary.txt"])
+            .unwrap()
+            .trim(),
+        mail.text.replace("\r\n", "\n").trim(),
+        "the email body is the summary"
+    );
+}
+
+#[test]
+fn panic_on_the_main_thread_arrives_with_its_formatted_message() {
+    let harness = Harness::new();
+    let output = harness.run_sample("panic");
+    assert_eq!(
+        output.status.code(),
+        Some(101),
+        "a panic still exits with 101"
+    );
+    assert!(
+        stderr(&output).contains("bad index 7"),
+        "the panic message still reaches stderr"
+    );
+
+    let mail = parse_mail(&harness.first_message().data);
+    assert_common_envelope(&mail);
+    assert!(mail.subject.contains("bad index 7"), "{}", mail.subject);
+    let report = report_json(&mail);
+    assert_eq!(report["kind"], "panic");
+    assert_eq!(report["reason"], "bad index 7");
+    assert_eq!(report["panic"]["message"], "bad index 7");
+    assert_eq!(report["panic"]["thread"], "main");
+    assert!(report["panic"]["location"]
+        .as_str()
+        .unwrap()
+        .contains("sample_app.rs:"));
+    let backtrace = String::from_utf8_lossy(&mail.entries["backtrace.txt"]).into_owned();
+    assert!(
+        backtrace.contains("parse_order_line"),
+        "backtrace names the panicking function: {backtrace}"
+    );
+    assert!(report["signature"]
+        .as_str()
+        .unwrap()
+        .contains("parse_order_line"));
+}
+
+#[test]
+fn panic_on_another_thread_names_that_thread() {
+    let harness = Harness::new();
+    let output = harness.run_sample("thread-panic");
+    assert_eq!(output.status.code(), Some(101));
+    let mail = parse_mail(&harness.first_message().data);
+    assert_common_envelope(&mail);
+    let report = report_json(&mail);
+    assert_eq!(report["kind"], "panic");
+    assert_eq!(report["panic"]["thread"], "worker");
+    assert_eq!(report["reason"], "bad index 9");
+}
+
+#[test]
+fn non_string_panic_payload_gets_a_clear_placeholder() {
+    let harness = Harness::new();
+    harness.run_sample("panic-any");
+    let mail = parse_mail(&harness.first_message().data);
+    let reason = report_json(&mail)["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("not a string"),
+        "placeholder expected, got {reason:?}"
+    );
+}
+
+#[test]
+fn segfault_arrives_with_a_minidump_naming_sigsegv() {
+    let harness = Harness::new();
+    let output = harness.run_sample("segv");
+    assert_eq!(
+        exit_signal(&output),
+        Some(libc::SIGSEGV),
+        "the process still dies by SIGSEGV"
+    );
+
+    let mail = parse_mail(&harness.first_message().data);
+    assert_common_envelope(&mail);
+    let dump = &mail.entries["minidump.dmp"];
+    assert!(dump.starts_with(b"MDMP"));
+    assert_eq!(minidump_signal(dump), libc::SIGSEGV as u32);
+    let report = report_json(&mail);
+    assert_eq!(report["kind"], "signal");
+    assert!(
+        report["reason"].as_str().unwrap().starts_with("SIGSEGV"),
+        "{}",
+        report["reason"]
+    );
+    assert!(mail.subject.contains("SIGSEGV"), "{}", mail.subject);
+    assert!(
+        report["signature"]
+            .as_str()
+            .unwrap()
+            .contains("write_through_null"),
+        "native frames are named from the binary's own debug info: {}",
+        report["signature"]
+    );
+}
+
+#[test]
+fn abort_arrives_with_a_minidump_naming_sigabrt() {
+    let harness = Harness::new();
+    let output = harness.run_sample("abort");
+    assert_eq!(
+        exit_signal(&output),
+        Some(libc::SIGABRT),
+        "the process still dies by SIGABRT"
+    );
+    let mail = parse_mail(&harness.first_message().data);
+    assert_common_envelope(&mail);
+    assert_eq!(
+        minidump_signal(&mail.entries["minidump.dmp"]),
+        libc::SIGABRT as u32
+    );
+    assert!(report_json(&mail)["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("SIGABRT"));
+}
+
+#[test]
+fn clean_exit_sends_nothing_and_leaves_no_watcher_behind() {
+    let harness = Harness::new();
+    let output = harness.run_sample("exit");
+    assert!(output.status.success());
+    assert!(
+        harness.watcher_log().contains("INFO: watching"),
+        "the watcher was up before the exit: {}",
+        harness.watcher_log()
+    );
+    assert!(
+        watchers_gone(&harness.outbox, Duration::from_secs(5)),
+        "watcher(s) {:?} still running after the application exited",
+        live_watchers(&harness.outbox)
+    );
+    assert!(
+        harness
+            .receiver
+            .wait_for(1, Duration::from_millis(300))
+            .is_empty(),
+        "no report for a clean exit"
+    );
+    assert!(files_in(&harness.outbox.join("pending")).is_empty());
+    assert!(files_in(&harness.outbox.join("sent")).is_empty());
+}
+
+#[test]
+fn application_that_exits_before_its_watcher_connects_leaves_no_watcher_behind() {
+    let harness = Harness::new();
+    // `true` is not the sample app: run the sample with an immediate exit by
+    // giving it an unknown kind, which returns at once after install.
+    let output = harness.run_sample("no-such-kind");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        watchers_gone(&harness.outbox, Duration::from_secs(5)),
+        "watcher(s) {:?} outlived an application that never greeted them",
+        live_watchers(&harness.outbox)
+    );
+    assert!(harness
+        .receiver
+        .wait_for(1, Duration::from_millis(300))
+        .is_empty());
+}
+
+#[test]
+fn log_with_invalid_utf8_arrives_byte_for_byte() {
+    let harness = Harness::new();
+    std::fs::write(&harness.log, b"ok\n\xff\xfe raw\n").unwrap();
+    harness.run_sample("panic");
+    let mail = parse_mail(&harness.first_message().data);
+    let on_disk = std::fs::read(&harness.log).unwrap();
+    assert_eq!(mail.entries["logs/app.log"], on_disk);
+    assert!(on_disk.starts_with(b"ok\n\xff\xfe raw\n"));
+}
+
+#[test]
+fn without_a_watcher_a_panic_waits_in_the_outbox_and_the_next_run_sends_it() {
+    let harness = Harness::new();
+    let output = harness
+        .sample_app("panic")
+        .env(
+            "CRASHMAIL_WATCHER",
+            harness.dir.path().join("no-such-watcher"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(101));
+    let incoming = files_in(&harness.outbox.join("incoming"));
+    assert_eq!(
+        incoming.len(),
+        1,
+        "one record left by the application: {incoming:?}"
+    );
+    assert!(harness
+        .receiver
+        .wait_for(1, Duration::from_millis(300))
+        .is_empty());
+
+    let flush = harness
+        .crashmail()
+        .args(["outbox", "flush"])
+        .output()
+        .unwrap();
+    assert!(flush.status.success(), "flush failed: {}", stderr(&flush));
+    let mail = parse_mail(&harness.first_message().data);
+    let report = report_json(&mail);
+    assert_eq!(report["reason"], "bad index 7");
+    assert!(mail.entries.contains_key("backtrace.txt"));
+    assert!(files_in(&harness.outbox.join("incoming")).is_empty());
+    assert_eq!(
+        files_in(&harness.outbox.join("sent"))
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "zip"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn server_down_keeps_the_report_pending() {
+    // A port nothing listens on: bind, note the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let receiver = crashmail::receiver::LoopbackReceiver::start().unwrap();
+    let harness = Harness::with_server(
+        receiver,
+        &format!("Server = 127.0.0.1\nPort = {port}\nSecurity = none\n"),
+    );
+    harness.run_sample("panic");
+    assert!(
+        watchers_gone(&harness.outbox, Duration::from_secs(30)),
+        "the watcher must give up on a dead server within its timeouts"
+    );
+    assert!(
+        harness.watcher_log().contains("kept for a later try"),
+        "watcher.log: {}",
+        harness.watcher_log()
+    );
+    let pending: Vec<_> = files_in(&harness.outbox.join("pending"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "zip"))
+        .collect();
+    assert_eq!(pending.len(), 1, "the report waits in pending/");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pending[0].with_extension("json")).unwrap()).unwrap();
+    assert_eq!(record["attempts"], 1);
+    assert!(record["last_error"]
+        .as_str()
+        .unwrap()
+        .contains(&port.to_string()));
+}

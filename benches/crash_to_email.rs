@@ -54,7 +54,10 @@ fn main() {
         install_us.push(install as f64);
         crash_to_mail_ms.push((received_us.saturating_sub(crash_at)) as f64 / 1000.0);
     }
-    println!("{:<40} {:>10} {:>10} {:>10} {:>6}", "measure", "median", "min", "max", "runs");
+    println!(
+        "{:<40} {:>10} {:>10} {:>10} {:>6}",
+        "measure", "median", "min", "max", "runs"
+    );
     print_row("install() at start-up (µs)", &mut install_us);
     print_row("SIGSEGV → email accepted (ms)", &mut crash_to_mail_ms);
 }

@@ -8,6 +8,7 @@ use crate::bundle::ReportContents;
 use crate::collect;
 use crate::dump;
 use crate::report::{self, Frame, PanicFacts, ReportKind, ReportMeta, SignalFacts};
+use crate::symbolize;
 use chrono::{DateTime, Utc};
 use crashmail_handler::protocol::{PanicRecord, SignalRecord};
 use std::path::PathBuf;
@@ -62,7 +63,13 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
     let (kind, reason, reason_class, frames, panic_facts, signal_facts) = if let Some(panic) =
         &evidence.panic
     {
-        let frames: Vec<Frame> = report::parse_std_backtrace(&panic.backtrace);
+        // Named by the module's symbol table like native frames, so that a
+        // signature does not depend on how much debug info the build kept;
+        // std's own text when the modules cannot be read.
+        let mut frames = symbolize::native_frames(&panic.native_frames);
+        if frames.iter().all(|f| report::is_unnamed(&f.function)) {
+            frames = report::parse_std_backtrace(&panic.backtrace);
+        }
         let reason = one_line(&panic.message);
         (
             ReportKind::Panic,

@@ -130,17 +130,30 @@ pub fn render(report: &OpenedReport, options: ShowOptions) -> String {
         let _ = writeln!(out, "Report id:  {}", meta.id);
     }
 
+    // Frames, best source first: those the watcher named on the machine of
+    // the crash (report.json); the panic's own backtrace as std printed it; a
+    // fresh walk of the minidump, which names frames only where this
+    // machine can.
     let mut shown_frames = false;
-    if let Some(backtrace) = report.entries.get(BACKTRACE_TXT) {
-        let text = String::from_utf8_lossy(backtrace);
-        let frames = report::parse_std_backtrace(&text);
-        let application = report::application_frames(&frames);
-        if !application.is_empty() {
-            let _ = writeln!(out, "\nCrashing thread (from backtrace.txt):");
-            for (index, frame) in application.iter().take(dump::TOP_FRAMES).enumerate() {
-                let _ = writeln!(out, "  #{index:<2} {}", frame.display());
+    if let Some(meta) = report.meta.as_ref().filter(|m| !m.frames.is_empty()) {
+        let _ = writeln!(out, "\nCrashing thread (from report.json):");
+        for (index, frame) in meta.frames.iter().enumerate() {
+            let _ = writeln!(out, "  #{index:<2} {frame}");
+        }
+        shown_frames = true;
+    }
+    if !shown_frames {
+        if let Some(backtrace) = report.entries.get(BACKTRACE_TXT) {
+            let text = String::from_utf8_lossy(backtrace);
+            let frames = report::parse_std_backtrace(&text);
+            let application = report::application_frames(&frames);
+            if !application.is_empty() {
+                let _ = writeln!(out, "\nCrashing thread (from backtrace.txt):");
+                for (index, frame) in application.iter().take(dump::TOP_FRAMES).enumerate() {
+                    let _ = writeln!(out, "  #{index:<2} {}", frame.display());
+                }
+                shown_frames = true;
             }
-            shown_frames = true;
         }
     }
     if let Some(minidump) = report.entries.get(MINIDUMP_DMP) {
@@ -152,7 +165,6 @@ pub fn render(report: &OpenedReport, options: ShowOptions) -> String {
                     {
                         let _ = writeln!(out, "  #{index:<2} {}", frame.display());
                     }
-                    shown_frames = true;
                 }
                 let _ = writeln!(out, "Threads:    {} in the minidump", analysis.thread_count);
                 if options.all_threads {
@@ -166,14 +178,6 @@ pub fn render(report: &OpenedReport, options: ShowOptions) -> String {
             }
             Err(why) => {
                 let _ = writeln!(out, "\nminidump.dmp: {why}");
-            }
-        }
-    }
-    if !shown_frames {
-        if let Some(meta) = report.meta.as_ref().filter(|m| !m.frames.is_empty()) {
-            let _ = writeln!(out, "\nCrashing thread (from report.json):");
-            for (index, frame) in meta.frames.iter().enumerate() {
-                let _ = writeln!(out, "  #{index:<2} {frame}");
             }
         }
     }

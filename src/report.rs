@@ -200,7 +200,10 @@ fn is_machinery(function: &str) -> bool {
     // `<Type as Trait>::f`: judged by the type when it is a path
     // (`<myapp::Db as core::ops::Drop>::drop` is the application's), by the
     // trait when the type is generic or primitive (`<&T as core::fmt::Display>`).
-    let function = match function.strip_prefix('<').and_then(|rest| rest.split_once(" as ")) {
+    let function = match function
+        .strip_prefix('<')
+        .and_then(|rest| rest.split_once(" as "))
+    {
         Some((self_type, rest)) => {
             let self_type = self_type
                 .trim_start_matches(['&', '*'])
@@ -212,7 +215,8 @@ fn is_machinery(function: &str) -> bool {
                 rest
             }
         }
-        None => function,
+        // `<std::backtrace::Backtrace>::create`: an inherent method.
+        None => function.trim_start_matches('<'),
     };
     const PREFIXES: &[&str] = &[
         "std::",
@@ -309,7 +313,9 @@ pub fn reason_class(reason: &str) -> String {
 /// `a::b::h0123456789abcdef` → `a::b`: the hash rustc adds to legacy-mangled names.
 pub fn strip_hash(function: &str) -> &str {
     match function.rsplit_once("::h") {
-        Some((before, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => before,
+        Some((before, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            before
+        }
         _ => function,
     }
 }
@@ -438,15 +444,30 @@ mod tests {
 
     #[test]
     fn trait_impls_are_judged_by_their_type() {
-        let frame = |function: &str| Frame { function: function.into(), location: None };
+        let frame = |function: &str| Frame {
+            function: function.into(),
+            location: None,
+        };
         let frames = [
             frame("<&T as core::fmt::Display>::fmt"),
-            frame("<&dyn core::ops::function::Fn<()> as core::ops::function::FnOnce<()>>::call_once"),
+            frame(
+                "<&dyn core::ops::function::Fn<()> as core::ops::function::FnOnce<()>>::call_once",
+            ),
             frame("<myapp::Db as core::ops::drop::Drop>::drop"),
             frame("maintenance::run"),
+            frame("<std::backtrace::Backtrace>::create"),
         ];
-        let app: Vec<&str> = application_frames(&frames).iter().map(|f| f.function.as_str()).collect();
-        assert_eq!(app, vec!["<myapp::Db as core::ops::drop::Drop>::drop", "maintenance::run"]);
+        let app: Vec<&str> = application_frames(&frames)
+            .iter()
+            .map(|f| f.function.as_str())
+            .collect();
+        assert_eq!(
+            app,
+            vec![
+                "<myapp::Db as core::ops::drop::Drop>::drop",
+                "maintenance::run"
+            ]
+        );
     }
 
     #[test]

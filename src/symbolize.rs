@@ -61,10 +61,11 @@ impl LocalSymbolizer {
         let mut frames = Vec::new();
         if let Ok(mut iter) = module.loader.find_frames(probe) {
             while let Ok(Some(frame)) = iter.next() {
-                let function = frame
-                    .function
-                    .as_ref()
-                    .and_then(|f| f.demangle().ok().map(|n| crate::report::strip_hash(&n).to_string()));
+                let function = frame.function.as_ref().and_then(|f| {
+                    f.demangle()
+                        .ok()
+                        .map(|n| crate::report::strip_hash(&n).to_string())
+                });
                 let location = frame.location.as_ref().and_then(|l| {
                     let file = l.file?;
                     Some(match l.line {
@@ -79,7 +80,7 @@ impl LocalSymbolizer {
             }
         }
         if let Some(outer) = frames.last_mut() {
-            if !outer.function.contains("::") {
+            if !is_qualified(&outer.function) {
                 if let Some(symbol) = &symbol {
                     outer.function = symbol.clone();
                 }
@@ -89,7 +90,7 @@ impl LocalSymbolizer {
         let mut frames: Vec<Frame> = frames
             .into_iter()
             .enumerate()
-            .filter(|(index, frame)| *index == outer || frame.function.contains("::"))
+            .filter(|(index, frame)| *index == outer || is_qualified(&frame.function))
             .map(|(_, frame)| frame)
             .filter(|frame| !frame.function.is_empty())
             .collect();
@@ -136,4 +137,38 @@ fn open_module(path: &str, expected_build_id: Option<&str>) -> Option<ModuleFile
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Names the frames of a panic's backtrace (module + offset, as the panic
+/// hook recorded them). The first address is where the backtrace was taken;
+/// the others are return addresses, looked up one byte back so that a call
+/// at the end of a function is not taken for the next one.
+pub fn native_frames(raw: &[crashmail_handler::protocol::NativeFrame]) -> Vec<Frame> {
+    let mut symbolizer = LocalSymbolizer::default();
+    let mut frames = Vec::new();
+    for (index, frame) in raw.iter().enumerate() {
+        let path = frame.module.to_string_lossy();
+        let probe = if index == 0 {
+            frame.offset
+        } else {
+            frame.offset.saturating_sub(1)
+        };
+        match symbolizer.frames(&path, None, probe) {
+            Some(named) => frames.extend(named),
+            None => {
+                let short = path.rsplit('/').next().unwrap_or(&path);
+                frames.push(Frame {
+                    function: format!("{short} + {:#x}", frame.offset),
+                    location: None,
+                });
+            }
+        }
+    }
+    frames
+}
+
+/// `a::b` is qualified; `call_once<fn() -> std::process::ExitCode>` is not:
+/// the path inside its generic parameters does not count.
+fn is_qualified(function: &str) -> bool {
+    crate::report::normalise_function(function).contains("::")
 }

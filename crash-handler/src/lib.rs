@@ -19,6 +19,7 @@
 //! `crashmail` run turns into a report and sends.
 
 mod fallback;
+mod frames;
 mod link;
 mod native;
 mod panic_hook;

@@ -34,6 +34,9 @@ fn report(info: &PanicHookInfo<'_>) {
         return;
     }
     let thread = std::thread::current();
+    // Formatted twice: short for people, full (`{:#}`) for the addresses;
+    // symbols are resolved once.
+    let backtrace = std::backtrace::Backtrace::force_capture();
     let record = PanicRecord {
         protocol: PROTOCOL_VERSION,
         app_name: installed.app_name.clone(),
@@ -44,7 +47,8 @@ fn report(info: &PanicHookInfo<'_>) {
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
         thread: thread.name().unwrap_or("<unnamed>").to_string(),
-        backtrace: std::backtrace::Backtrace::force_capture().to_string(),
+        backtrace: backtrace.to_string(),
+        native_frames: crate::frames::native_frames(&format!("{backtrace:#}")),
         breadcrumbs: Vec::new(),
         log_files: installed.log_files.clone(),
         time_ms: crate::unix_millis(),

@@ -73,12 +73,23 @@ pub struct PanicRecord {
     pub thread: String,
     /// The symbolised in-process backtrace, as std prints it.
     pub backtrace: String,
+    /// The same frames as module + offset, so the watcher can name them
+    /// from the module's symbol table the way it names native frames.
+    #[serde(default)]
+    pub native_frames: Vec<NativeFrame>,
     /// Last log records before the panic, oldest first.
     pub breadcrumbs: Vec<String>,
     /// Log files to attach, for reports written without a watcher.
     pub log_files: Vec<PathBuf>,
     /// Unix milliseconds when the panic happened.
     pub time_ms: u64,
+}
+
+/// A code address as module file + offset from the module's load base.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NativeFrame {
+    pub module: PathBuf,
+    pub offset: u64,
 }
 
 /// A native crash noted by the signal handler when no watcher was reachable.

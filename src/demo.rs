@@ -73,15 +73,21 @@ pub fn run(options: DemoOptions) -> anyhow::Result<bool> {
         }
         println!("  app ended: {}", describe_status(&output.status));
 
-        let eml_path = out.join(format!("{}-{kind}.eml", step + 1));
-        let message = match &receiver {
-            Some(receiver) => receiver
-                .wait_for(step + 1, MAIL_WAIT)
-                .get(step)
-                .map(|m| m.data.clone()),
-            None => {
-                wait_for_sent(&outbox, step + 1, MAIL_WAIT).map(|zip| zip_as_email_stand_in(&zip))
-            }
+        // With the loopback server the demo keeps the email as received;
+        // with a real one it cannot read the mailbox, and keeps the report
+        // zip from the outbox's `sent/` folder instead.
+        let (saved_path, message) = match &receiver {
+            Some(receiver) => (
+                out.join(format!("{}-{kind}.eml", step + 1)),
+                receiver
+                    .wait_for(step + 1, MAIL_WAIT)
+                    .get(step)
+                    .map(|m| m.data.clone()),
+            ),
+            None => (
+                out.join(format!("{}-{kind}.zip", step + 1)),
+                wait_for_sent(&outbox, step + 1, MAIL_WAIT),
+            ),
         };
         let Some(message) = message else {
             println!(
@@ -91,8 +97,14 @@ pub fn run(options: DemoOptions) -> anyhow::Result<bool> {
             all_complete = false;
             continue;
         };
-        std::fs::write(&eml_path, &message)?;
-        println!("  email received and saved as {}", eml_path.display());
+        std::fs::write(&saved_path, &message)?;
+        match &receiver {
+            Some(_) => println!("  email received and saved as {}", saved_path.display()),
+            None => println!(
+                "  report sent; its zip is saved as {}",
+                saved_path.display()
+            ),
+        }
         match check_complete(&message, kind == "segv") {
             Ok(()) => {}
             Err(why) => {
@@ -100,7 +112,7 @@ pub fn run(options: DemoOptions) -> anyhow::Result<bool> {
                 all_complete = false;
             }
         }
-        match inspect::open(&eml_path) {
+        match inspect::open(&saved_path) {
             Ok(report) => {
                 println!();
                 for line in inspect::render(
@@ -148,8 +160,7 @@ fn describe_status(status: &std::process::ExitStatus) -> String {
     }
 }
 
-/// With a real server, the demo cannot read the mailbox: it shows the report
-/// from the outbox's `sent/` folder instead.
+/// The `count`-th report to reach the outbox's `sent/` folder.
 fn wait_for_sent(outbox: &Path, count: usize, timeout: Duration) -> Option<Vec<u8>> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
@@ -170,10 +181,6 @@ fn wait_for_sent(outbox: &Path, count: usize, timeout: Duration) -> Option<Vec<u
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn zip_as_email_stand_in(zip: &[u8]) -> Vec<u8> {
-    zip.to_vec()
 }
 
 /// The demo's promise: each email carries one zip with the report's entries;

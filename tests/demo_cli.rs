@@ -1,0 +1,73 @@
+//! `crashmail demo`, as the README tells a newcomer to run it.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+#[test]
+fn demo_leaves_two_complete_emails() {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(crashmail_exe())
+        .args(["demo", "--out"])
+        .arg(out.path())
+        .env_remove("AXIS_INI")
+        .env_remove("CRASHMAIL_OUTBOX")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        stderr(&output)
+    );
+    assert!(stdout.contains("Both reports arrived complete"), "{stdout}");
+
+    let panic = parse_mail(&std::fs::read(out.path().join("1-panic.eml")).unwrap());
+    assert_eq!(report_json(&panic)["panic"]["message"], "bad index 7");
+    let backtrace = String::from_utf8_lossy(&panic.entries["backtrace.txt"]).into_owned();
+    assert!(backtrace.contains("parse_order_line"), "{backtrace}");
+
+    let segv = parse_mail(&std::fs::read(out.path().join("2-segv.eml")).unwrap());
+    assert!(segv.entries["minidump.dmp"].starts_with(b"MDMP"));
+    assert_eq!(
+        minidump_signal(&segv.entries["minidump.dmp"]),
+        libc::SIGSEGV as u32
+    );
+    for mail in [&panic, &segv] {
+        assert_eq!(mail.zip_attachments, 1);
+        for entry in ["report.json", "summary.txt", "system.json"] {
+            assert!(mail.entries.contains_key(entry), "{entry}");
+        }
+        assert!(mail.entries.keys().any(|k| k.starts_with("logs/")));
+    }
+}
+
+#[test]
+fn demo_with_an_ini_sends_through_that_server() {
+    let harness = Harness::new();
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(crashmail_exe())
+        .args(["demo", "--out"])
+        .arg(out.path())
+        .arg("--ini")
+        .arg(&harness.ini)
+        .env_remove("AXIS_INI")
+        .env_remove("CRASHMAIL_OUTBOX")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        stderr(&output)
+    );
+    let received = harness.receiver.wait_for(2, MAIL_WAIT);
+    assert_eq!(
+        received.len(),
+        2,
+        "both reports went to the server named in the ini"
+    );
+    assert!(out.path().join("1-panic.zip").exists());
+    assert!(out.path().join("2-segv.zip").exists());
+}

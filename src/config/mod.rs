@@ -1,0 +1,988 @@
+//! `AXIS.INI`: where it is found and what its `[smtp]` and `[report]`
+//! sections mean.
+//!
+//! Every value is validated here, once. An invalid one is an error that
+//! names the file, the line and the key: never a silent default. Remarks
+//! that do not stop crashmail (a repeated key, an unknown key, a password
+//! readable by others) are warnings carried with the configuration, shown by
+//! `crashmail config` and `crashmail check` and logged by the watcher.
+
+pub mod ini;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The environment variable naming `AXIS.INI` directly.
+pub const AXIS_INI_ENV: &str = "AXIS_INI";
+/// The environment variable naming the application's home folder.
+pub const AXIS_HOME_ENV: &str = "AXIS_HOME";
+
+/// The section with the mail settings.
+pub const SMTP: &str = "smtp";
+/// The section with the report settings.
+pub const REPORT: &str = "report";
+
+/// The keys of `[smtp]`, as documented.
+pub const SMTP_KEYS: &[&str] = &[
+    "Server",
+    "Port",
+    "Security",
+    "User",
+    "Password",
+    "PasswordFile",
+    "From",
+    "FromName",
+    "To",
+    "Cc",
+    "Domain",
+    "HeloName",
+    "TlsVerify",
+    "CaFile",
+    "TlsServerName",
+    "ConnectTimeout",
+    "Timeout",
+    "MaxMessageSize",
+];
+
+/// The keys of `[report]`, as documented.
+pub const REPORT_KEYS: &[&str] = &["Enabled", "LogFiles", "LogTailBytes", "Outbox"];
+
+/// How the SMTP connection is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Security {
+    /// Plain connection upgraded with STARTTLS; required, never opportunistic.
+    StartTls,
+    /// TLS from the first byte ("SMTPS").
+    Tls,
+    /// No encryption. Only when written explicitly, and never with credentials.
+    None,
+}
+
+impl Security {
+    /// The port used when `Port` is not given.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Security::StartTls => 587,
+            Security::Tls => 465,
+            Security::None => 25,
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Security> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "starttls" => Some(Security::StartTls),
+            "tls" | "ssl" | "smtps" => Some(Security::Tls),
+            "none" | "plain" => Some(Security::None),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Security {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Security::StartTls => "starttls",
+            Security::Tls => "tls",
+            Security::None => "none",
+        })
+    }
+}
+
+/// A secret that never shows itself in `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"********\"")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("********")
+    }
+}
+
+/// The `[smtp]` section, validated.
+#[derive(Clone, Debug)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub user: Option<String>,
+    /// From `Password`, or read from `PasswordFile`.
+    pub password: Option<Secret>,
+    /// The sender address.
+    pub from: String,
+    /// The sender's display name.
+    pub from_name: Option<String>,
+    /// The support address(es).
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    /// The domain mail is sent from: default sender and EHLO name.
+    pub domain: Option<String>,
+    /// The EHLO name.
+    pub helo_name: Option<String>,
+    /// Whether the server's certificate is verified. Only `TlsVerify = no`
+    /// turns it off, and every use of such a configuration warns.
+    pub tls_verify: bool,
+    /// Extra trusted root certificates (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// The name the certificate is checked against, when `Server` is an
+    /// address or an alias.
+    pub tls_server_name: Option<String>,
+    /// Deadline for establishing the connection.
+    pub connect_timeout: Duration,
+    /// Deadline for each SMTP step.
+    pub timeout: Duration,
+    /// Largest message to send, in bytes (encoding included).
+    pub max_message_size: Option<u64>,
+}
+
+impl SmtpConfig {
+    /// The name the TLS certificate must carry.
+    pub fn tls_name(&self) -> &str {
+        self.tls_server_name.as_deref().unwrap_or(&self.host)
+    }
+
+    /// The EHLO name: `HeloName`, else `Domain`; `None` leaves the choice to
+    /// the sender (an address literal).
+    pub fn ehlo_name(&self) -> Option<&str> {
+        self.helo_name.as_deref().or(self.domain.as_deref())
+    }
+}
+
+/// The `[report]` section: what goes into reports and where they wait.
+#[derive(Clone, Debug)]
+pub struct ReportConfig {
+    /// Reports are made at all.
+    pub enabled: bool,
+    /// Log files attached to every report, beside those the application names.
+    pub log_files: Vec<PathBuf>,
+    /// Bytes kept from the end of each log file.
+    pub log_tail_bytes: u64,
+    /// The outbox, when not the default.
+    pub outbox: Option<PathBuf>,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            enabled: true,
+            log_files: Vec::new(),
+            log_tail_bytes: DEFAULT_LOG_TAIL_BYTES,
+            outbox: None,
+        }
+    }
+}
+
+/// A remark about the configuration that does not stop crashmail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.path.display(), self.message),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+/// One effective setting, for `crashmail config`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Setting {
+    pub section: &'static str,
+    pub key: &'static str,
+    /// The value in force, secrets masked.
+    pub value: String,
+    /// `line N` when written in the file, `default` otherwise.
+    pub origin: String,
+}
+
+/// A loaded `AXIS.INI`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub encoding: ini::Encoding,
+    pub smtp: SmtpConfig,
+    pub report: ReportConfig,
+    pub warnings: Vec<ConfigWarning>,
+    /// Every key's value in force and where it came from.
+    pub settings: Vec<Setting>,
+}
+
+/// Default bytes kept from the end of each log file.
+pub const DEFAULT_LOG_TAIL_BYTES: u64 = 256 * 1024;
+/// Default deadline for each SMTP step.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default deadline for connecting.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no AXIS.INI found (looked in: {})", .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    NotFound { searched: Vec<PathBuf> },
+    #[error("{}: cannot read: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {message}", .path.display())]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{}: section [{section}] is missing", .path.display())]
+    MissingSection {
+        path: PathBuf,
+        section: &'static str,
+    },
+    #[error("{}: [{section}] {key} is required", .path.display())]
+    MissingKey {
+        path: PathBuf,
+        section: &'static str,
+        key: &'static str,
+    },
+    #[error("{}:{}: [{section}] {key} = {value:?}: {why}", .path.display(), .line.map(|l| l.to_string()).unwrap_or_else(|| "?".into()))]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        section: &'static str,
+        key: &'static str,
+        value: String,
+        why: String,
+    },
+}
+
+impl ConfigError {
+    /// A stable short name, for logs and exit codes.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ConfigError::NotFound { .. } => "not-found",
+            ConfigError::Read { .. } => "unreadable",
+            ConfigError::Syntax { .. } => "syntax",
+            ConfigError::MissingSection { .. } => "missing-section",
+            ConfigError::MissingKey { .. } => "missing-key",
+            ConfigError::Invalid { .. } => "invalid-value",
+        }
+    }
+}
+
+/// Finds `AXIS.INI`: the explicit path, then `$AXIS_INI`, then the home
+/// folder (`$AXIS_HOME`, else `exe_dir`), then `cwd`. The name matches
+/// case-insensitively.
+pub fn find(
+    explicit: Option<&Path>,
+    exe_dir: Option<&Path>,
+    cwd: Option<&Path>,
+) -> Result<PathBuf, ConfigError> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os(AXIS_INI_ENV).filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let home = std::env::var_os(AXIS_HOME_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| exe_dir.map(Path::to_path_buf));
+    let mut searched = Vec::new();
+    for dir in [home, cwd.map(Path::to_path_buf)].into_iter().flatten() {
+        if let Some(found) = find_in_dir(&dir) {
+            return Ok(found);
+        }
+        searched.push(dir);
+    }
+    Err(ConfigError::NotFound { searched })
+}
+
+fn find_in_dir(dir: &Path) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    let mut names: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .eq_ignore_ascii_case("axis.ini")
+        })
+        .map(|entry| entry.path())
+        .collect();
+    // `AXIS.INI` before `axis.ini` when both exist: the order is stable.
+    names.sort();
+    names.into_iter().next()
+}
+
+/// Reads and validates `AXIS.INI`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut config = parse(path, &bytes)?;
+    if config.smtp.password.is_some() {
+        if let Some(warning) = readable_by_others(path) {
+            config.warnings.push(warning);
+        }
+    }
+    Ok(config)
+}
+
+/// A warning when `path` can be read by users other than its owner.
+fn readable_by_others(path: &Path) -> Option<ConfigWarning> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o044 != 0).then(|| ConfigWarning {
+        path: path.to_path_buf(),
+        line: None,
+        message: format!(
+            "this file holds a password and can be read by other users (mode {:o}); run `chmod 600` on it, or move the password to a PasswordFile only you can read",
+            mode & 0o777
+        ),
+    })
+}
+
+/// Validates the bytes of an `AXIS.INI`; `path` names the file in messages
+/// and anchors relative paths (`PasswordFile`, `CaFile`).
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
+    let (text, encoding) = ini::decode(bytes);
+    let document = ini::parse(&text).map_err(|e| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        line: e.line,
+        message: e.message,
+    })?;
+    let mut reader = Reader {
+        path,
+        document: &document,
+        warnings: document
+            .warnings
+            .iter()
+            .map(|w| ConfigWarning {
+                path: path.to_path_buf(),
+                line: Some(w.line),
+                message: w.message.clone(),
+            })
+            .collect(),
+        settings: Vec::new(),
+    };
+    reader.warn_unknown_keys();
+    let smtp = reader.smtp()?;
+    let report = reader.report()?;
+    Ok(Config {
+        path: path.to_path_buf(),
+        encoding,
+        smtp,
+        report,
+        warnings: reader.warnings,
+        settings: reader.settings,
+    })
+}
+
+struct Reader<'a> {
+    path: &'a Path,
+    document: &'a ini::Document,
+    warnings: Vec<ConfigWarning>,
+    settings: Vec<Setting>,
+}
+
+impl Reader<'_> {
+    fn entry(&self, section: &str, key: &str) -> Option<&ini::Entry> {
+        self.document
+            .get(section, key)
+            .filter(|e| !e.value.is_empty())
+    }
+
+    fn get(&self, section: &str, key: &str) -> Option<&str> {
+        self.entry(section, key).map(|e| e.value.as_str())
+    }
+
+    /// Records the value in force for `crashmail config`.
+    fn note(&mut self, section: &'static str, key: &'static str, value: impl Into<String>) {
+        let origin = match self.entry(section, key) {
+            Some(entry) => format!("line {}", entry.line),
+            None => "default".to_string(),
+        };
+        self.settings.push(Setting {
+            section,
+            key,
+            value: value.into(),
+            origin,
+        });
+    }
+
+    fn invalid(
+        &self,
+        section: &'static str,
+        key: &'static str,
+        why: impl Into<String>,
+    ) -> ConfigError {
+        let entry = self.entry(section, key);
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: entry.map(|e| e.line),
+            section,
+            key,
+            value: entry.map(|e| e.value.clone()).unwrap_or_default(),
+            why: why.into(),
+        }
+    }
+
+    fn missing(&self, section: &'static str, key: &'static str) -> ConfigError {
+        ConfigError::MissingKey {
+            path: self.path.to_path_buf(),
+            section,
+            key,
+        }
+    }
+
+    fn warn_unknown_keys(&mut self) {
+        for entry in &self.document.entries {
+            let known = if entry.is_in(SMTP) {
+                SMTP_KEYS
+            } else if entry.is_in(REPORT) {
+                REPORT_KEYS
+            } else {
+                // Other sections belong to the application.
+                continue;
+            };
+            if known.iter().any(|k| k.eq_ignore_ascii_case(&entry.key)) {
+                continue;
+            }
+            let hint = match ini::nearest(&entry.key, known) {
+                Some(near) => format!("; did you mean {near}?"),
+                None => format!("; known keys: {}", known.join(", ")),
+            };
+            self.warnings.push(ConfigWarning {
+                path: self.path.to_path_buf(),
+                line: Some(entry.line),
+                message: format!("unknown key {} in [{}]{hint}", entry.key, entry.section),
+            });
+        }
+    }
+
+    fn seconds(
+        &mut self,
+        section: &'static str,
+        key: &'static str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let value = match self.get(section, key) {
+            Some(value) => parse_seconds(value).ok_or_else(|| {
+                self.invalid(
+                    section,
+                    key,
+                    "expected a number of seconds from 0.1 to 86400",
+                )
+            })?,
+            None => default,
+        };
+        self.note(section, key, format!("{} s", value.as_secs_f64()));
+        Ok(value)
+    }
+
+    fn boolean(
+        &mut self,
+        section: &'static str,
+        key: &'static str,
+        default: bool,
+    ) -> Result<bool, ConfigError> {
+        let value = match self.get(section, key) {
+            Some(value) => {
+                parse_bool(value).ok_or_else(|| self.invalid(section, key, "expected yes or no"))?
+            }
+            None => default,
+        };
+        self.note(section, key, if value { "yes" } else { "no" });
+        Ok(value)
+    }
+
+    fn relative_path(&self, value: &str) -> PathBuf {
+        let path = PathBuf::from(value);
+        if path.is_absolute() {
+            path
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(path)
+        }
+    }
+
+    fn addresses(&mut self, key: &'static str) -> Result<Vec<String>, ConfigError> {
+        let Some(value) = self.get(SMTP, key) else {
+            self.note(SMTP, key, "");
+            return Ok(Vec::new());
+        };
+        let list: Vec<String> = split_addresses(value);
+        for address in &list {
+            check_address(address).map_err(|why| self.invalid(SMTP, key, why))?;
+        }
+        self.note(SMTP, key, list.join(", "));
+        Ok(list)
+    }
+
+    fn smtp(&mut self) -> Result<SmtpConfig, ConfigError> {
+        if !self.document.has_section(SMTP) {
+            return Err(ConfigError::MissingSection {
+                path: self.path.to_path_buf(),
+                section: SMTP,
+            });
+        }
+        let server = self
+            .get(SMTP, "Server")
+            .ok_or_else(|| self.missing(SMTP, "Server"))?
+            .to_string();
+        let (host, port_in_server) =
+            split_host_port(&server).map_err(|why| self.invalid(SMTP, "Server", why))?;
+        self.note(SMTP, "Server", server.clone());
+
+        let security = match self.get(SMTP, "Security") {
+            None => Security::StartTls,
+            Some(value) => Security::parse(value)
+                .ok_or_else(|| self.invalid(SMTP, "Security", "expected starttls, tls or none"))?,
+        };
+        self.note(SMTP, "Security", security.to_string());
+
+        let port = match self.get(SMTP, "Port") {
+            Some(value) => {
+                let port = parse_port(value).ok_or_else(|| {
+                    self.invalid(SMTP, "Port", "expected a port number from 1 to 65535")
+                })?;
+                if let Some(in_server) = port_in_server.filter(|p| *p != port) {
+                    return Err(self.invalid(
+                        SMTP,
+                        "Port",
+                        format!("Server already names port {in_server}"),
+                    ));
+                }
+                port
+            }
+            None => port_in_server.unwrap_or(security.default_port()),
+        };
+        self.note(SMTP, "Port", port.to_string());
+
+        let user = self.get(SMTP, "User").map(str::to_string);
+        self.note(SMTP, "User", user.clone().unwrap_or_default());
+        let password = match (self.get(SMTP, "Password"), self.get(SMTP, "PasswordFile")) {
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(
+                    SMTP,
+                    "PasswordFile",
+                    "give either Password or PasswordFile, not both",
+                ))
+            }
+            (Some(password), None) => Some(Secret::new(password)),
+            (None, Some(file)) => {
+                let file = self.relative_path(file);
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    self.invalid(
+                        SMTP,
+                        "PasswordFile",
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })?;
+                if let Some(mut warning) = readable_by_others(&file) {
+                    warning.line = None;
+                    self.warnings.push(warning);
+                }
+                Some(Secret::new(text.trim_end_matches(['\r', '\n'])))
+            }
+            (None, None) => None,
+        };
+        self.note(
+            SMTP,
+            "Password",
+            if password.is_some() { "********" } else { "" },
+        );
+        let password_file = self
+            .get(SMTP, "PasswordFile")
+            .map(str::to_string)
+            .unwrap_or_default();
+        self.note(SMTP, "PasswordFile", password_file);
+        if password.is_some() && user.is_none() {
+            return Err(self.missing(SMTP, "User"));
+        }
+        if security == Security::None && (user.is_some() || password.is_some()) {
+            return Err(self.invalid(SMTP, "Security", "credentials are never sent without TLS: use starttls or tls, or remove User and Password"));
+        }
+
+        let domain = self
+            .get(SMTP, "Domain")
+            .map(|d| d.trim_end_matches('.').to_string());
+        if let Some(domain) = &domain {
+            check_host(domain).map_err(|why| self.invalid(SMTP, "Domain", why))?;
+        }
+        self.note(SMTP, "Domain", domain.clone().unwrap_or_default());
+        let helo_name = self
+            .get(SMTP, "HeloName")
+            .map(|h| h.trim_end_matches('.').to_string());
+        if let Some(helo) = &helo_name {
+            check_host(helo).map_err(|why| self.invalid(SMTP, "HeloName", why))?;
+        }
+        self.note(
+            SMTP,
+            "HeloName",
+            helo_name
+                .clone()
+                .or_else(|| domain.clone())
+                .unwrap_or_else(|| "(an address literal)".into()),
+        );
+
+        let from = match self.get(SMTP, "From") {
+            Some(from) => {
+                check_address(from).map_err(|why| self.invalid(SMTP, "From", why))?;
+                from.to_string()
+            }
+            None => match &domain {
+                Some(domain) => format!("crashmail@{domain}"),
+                None => return Err(self.missing(SMTP, "From")),
+            },
+        };
+        self.note(SMTP, "From", from.clone());
+        let from_name = self.get(SMTP, "FromName").map(str::to_string);
+        self.note(SMTP, "FromName", from_name.clone().unwrap_or_default());
+
+        let to = self.addresses("To")?;
+        if to.is_empty() {
+            return Err(self.missing(SMTP, "To"));
+        }
+        let cc = self.addresses("Cc")?;
+
+        let tls_verify = self.boolean(SMTP, "TlsVerify", true)?;
+        if !tls_verify && security != Security::None {
+            let line = self.entry(SMTP, "TlsVerify").map(|e| e.line);
+            self.warnings.push(ConfigWarning {
+                path: self.path.to_path_buf(),
+                line,
+                message: "TlsVerify = no: the server's certificate is not checked, so anyone on the way can read the mail and the password".into(),
+            });
+        }
+        let ca_file = self.get(SMTP, "CaFile").map(|f| self.relative_path(f));
+        if let Some(ca) = &ca_file {
+            if !ca.is_file() {
+                return Err(self.invalid(
+                    SMTP,
+                    "CaFile",
+                    format!("{} is not a readable file", ca.display()),
+                ));
+            }
+        }
+        self.note(
+            SMTP,
+            "CaFile",
+            ca_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        );
+        let tls_server_name = self.get(SMTP, "TlsServerName").map(str::to_string);
+        if let Some(name) = &tls_server_name {
+            check_host(name).map_err(|why| self.invalid(SMTP, "TlsServerName", why))?;
+        }
+        self.note(
+            SMTP,
+            "TlsServerName",
+            tls_server_name.clone().unwrap_or_else(|| host.clone()),
+        );
+
+        let connect_timeout = self.seconds(SMTP, "ConnectTimeout", DEFAULT_CONNECT_TIMEOUT)?;
+        let timeout = self.seconds(SMTP, "Timeout", DEFAULT_TIMEOUT)?;
+        let max_message_size = match self.get(SMTP, "MaxMessageSize") {
+            Some(value) => Some(parse_size(value).ok_or_else(|| {
+                self.invalid(
+                    SMTP,
+                    "MaxMessageSize",
+                    "expected a size in bytes, such as 10485760 or 10M",
+                )
+            })?),
+            None => None,
+        };
+        self.note(
+            SMTP,
+            "MaxMessageSize",
+            max_message_size
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "the server's limit".into()),
+        );
+
+        Ok(SmtpConfig {
+            host,
+            port,
+            security,
+            user,
+            password,
+            from,
+            from_name,
+            to,
+            cc,
+            domain,
+            helo_name,
+            tls_verify,
+            ca_file,
+            tls_server_name,
+            connect_timeout,
+            timeout,
+            max_message_size,
+        })
+    }
+
+    fn report(&mut self) -> Result<ReportConfig, ConfigError> {
+        let enabled = self.boolean(REPORT, "Enabled", true)?;
+        let log_files: Vec<PathBuf> = self
+            .get(REPORT, "LogFiles")
+            .map(|value| {
+                value
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.note(
+            REPORT,
+            "LogFiles",
+            log_files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+        let log_tail_bytes = match self.get(REPORT, "LogTailBytes") {
+            Some(value) => parse_size(value).filter(|n| *n > 0).ok_or_else(|| {
+                self.invalid(
+                    REPORT,
+                    "LogTailBytes",
+                    "expected a positive size in bytes, such as 262144 or 256K",
+                )
+            })?,
+            None => DEFAULT_LOG_TAIL_BYTES,
+        };
+        self.note(REPORT, "LogTailBytes", log_tail_bytes.to_string());
+        let outbox = self.get(REPORT, "Outbox").map(|o| self.relative_path(o));
+        self.note(
+            REPORT,
+            "Outbox",
+            outbox
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "the user's state folder".into()),
+        );
+        Ok(ReportConfig {
+            enabled,
+            log_files,
+            log_tail_bytes,
+            outbox,
+        })
+    }
+}
+
+/// `a@x, b@y; c@z` → three addresses.
+pub fn split_addresses(value: &str) -> Vec<String> {
+    value
+        .split([',', ';'])
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "yes" | "true" | "on" | "1" => Some(true),
+        "no" | "false" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// `10485760`, `10M`, `256K`, `1G`.
+fn parse_size(value: &str) -> Option<u64> {
+    let value = value.trim();
+    let (number, unit) = match value.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((index, _)) => value.split_at(index),
+        None => (value, ""),
+    };
+    let number: u64 = number.parse().ok()?;
+    let multiplier = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1024,
+        "M" | "MB" | "MIB" => 1024 * 1024,
+        "G" | "GB" | "GIB" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}
+
+fn parse_port(value: &str) -> Option<u16> {
+    value.trim().parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+fn parse_seconds(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let number = value.strip_suffix('s').unwrap_or(value).trim();
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port`.
+fn split_host_port(server: &str) -> Result<(String, Option<u16>), String> {
+    let server = server.trim();
+    if let Some(rest) = server.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or("unclosed [ in an IPv6 address")?;
+        return match after.strip_prefix(':') {
+            Some(port) => Ok((
+                host.to_string(),
+                Some(parse_port(port).ok_or("the port is not a number from 1 to 65535")?),
+            )),
+            None if after.is_empty() => Ok((host.to_string(), None)),
+            None => Err("unexpected text after ]".into()),
+        };
+    }
+    match server.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => {
+            let port = parse_port(port).ok_or("the port is not a number from 1 to 65535")?;
+            check_host(host)?;
+            Ok((host.to_string(), Some(port)))
+        }
+        Some(_) => Ok((server.to_string(), None)),
+        None => {
+            check_host(server)?;
+            Ok((server.to_string(), None))
+        }
+    }
+}
+
+fn check_host(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("the host name is empty".into());
+    }
+    if host
+        .chars()
+        .any(|c| c.is_whitespace() || c == '/' || c == '@')
+    {
+        return Err("a host name has no spaces, slashes or @".into());
+    }
+    Ok(())
+}
+
+/// A plain check that catches typos; the SMTP library checks the rest.
+fn check_address(address: &str) -> Result<(), String> {
+    let bare = address
+        .rsplit_once('<')
+        .map(|(_, rest)| rest.trim_end_matches('>'))
+        .unwrap_or(address)
+        .trim();
+    match bare.split_once('@') {
+        Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !bare.contains(char::is_whitespace) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("{bare:?} is not an email address")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Result<Config, ConfigError> {
+        parse(Path::new("AXIS.INI"), text.as_bytes())
+    }
+
+    #[test]
+    fn notepad_file_with_bom_crlf_and_punctuated_password() {
+        let text = "\u{feff}[smtp]\r\nServer = mail.example.com\r\nPort = 587\r\nPassword = p@ss;word#1\r\nUser = ops\r\nTo = support@example.com\r\nDomain = example.com\r\n";
+        let config = parse_text(text).expect("valid");
+        assert_eq!(config.smtp.host, "mail.example.com");
+        assert_eq!(config.smtp.port, 587);
+        assert_eq!(
+            config.smtp.password.as_ref().map(Secret::expose),
+            Some("p@ss;word#1")
+        );
+        assert_eq!(config.smtp.from, "crashmail@example.com");
+        assert_eq!(config.smtp.security, Security::StartTls);
+    }
+
+    #[test]
+    fn invalid_port_names_file_line_and_key() {
+        let err = parse_text(
+            "[smtp]\nServer = a.example\nPort = abc\nTo = s@example.com\nDomain = example.com\n",
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("AXIS.INI:3:"), "{message}");
+        assert!(message.contains("Port"), "{message}");
+        assert_eq!(err.name(), "invalid-value");
+    }
+
+    #[test]
+    fn invalid_security_is_an_error_not_a_default() {
+        let err = parse_text("[SMTP]\nserver = a.example\nsecurity = maybe\nto = s@example.com\ndomain = example.com\n").unwrap_err();
+        assert!(err.to_string().contains(":3:"), "{err}");
+        assert!(err.to_string().contains("Security"), "{err}");
+    }
+
+    #[test]
+    fn port_follows_security_and_server_may_carry_it() {
+        let tls = parse_text("[smtp]\nServer = a.example\nSecurity = tls\nTo = s@example.com\nDomain = example.com\n").unwrap();
+        assert_eq!(tls.smtp.port, 465);
+        let inline = parse_text("[smtp]\nServer = 127.0.0.1:2525\nSecurity = none\nTo = s@example.com\nDomain = example.com\n").unwrap();
+        assert_eq!(
+            (inline.smtp.host.as_str(), inline.smtp.port),
+            ("127.0.0.1", 2525)
+        );
+    }
+
+    #[test]
+    fn credentials_without_tls_are_refused() {
+        let err = parse_text("[smtp]\nServer = a.example\nSecurity = none\nUser = u\nPassword = p\nTo = s@example.com\nDomain = example.com\n").unwrap_err();
+        assert!(err.to_string().contains("never sent without TLS"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = parse_text("[smtp]\nServer = a.example\nUser = u\nPassword = hunter2\nTo = s@example.com\nDomain = example.com\n").unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn windows_paths_keep_backslashes() {
+        let config = parse_text("[smtp]\nServer = a.example\nTo = s@example.com\nDomain = example.com\n[report]\nLogFiles = C:\\App\\log\\app.log; \\\\server\\share\\x.log\n").unwrap();
+        assert_eq!(
+            config.report.log_files,
+            vec![
+                PathBuf::from("C:\\App\\log\\app.log"),
+                PathBuf::from("\\\\server\\share\\x.log")
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_recipient_is_named() {
+        let err = parse_text("[smtp]\nServer = a.example\nDomain = example.com\n").unwrap_err();
+        assert!(err.to_string().contains("To is required"), "{err}");
+    }
+}

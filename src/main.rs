@@ -26,6 +26,21 @@ enum Command {
         #[arg(long)]
         ini: Option<PathBuf>,
     },
+    /// Show which AXIS.INI is used and every value in force (secrets masked).
+    Config {
+        /// AXIS.INI to read (default: searched as described in the README).
+        #[arg(long)]
+        ini: Option<PathBuf>,
+    },
+    /// Check the SMTP server step by step and name the likely cause of a failure.
+    Check {
+        /// AXIS.INI to read (default: searched as described in the README).
+        #[arg(long)]
+        ini: Option<PathBuf>,
+        /// Also send a test message to this address.
+        #[arg(long, value_name = "ADDRESS")]
+        send_test: Option<String>,
+    },
     /// Show a report: a report zip, an .eml carrying one, or an extracted folder.
     Inspect {
         report: PathBuf,
@@ -99,6 +114,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Config { ini } => {
+            let config = load_config(ini.as_deref())?;
+            println!(
+                "Configuration: {} ({})",
+                config.path.display(),
+                config.encoding
+            );
+            let mut section = "";
+            for setting in &config.settings {
+                if setting.section != section {
+                    section = setting.section;
+                    println!("\n[{section}]");
+                }
+                println!(
+                    "{:<15} = {:<40} ; {}",
+                    setting.key, setting.value, setting.origin
+                );
+            }
+            print_warnings(&config);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { ini, send_test } => Ok(check(ini.as_deref(), send_test.as_deref())),
         Command::Inspect {
             report,
             threads,
@@ -167,12 +204,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 OutboxCommand::Flush { due } => {
-                    let path = config::find(
-                        ini.as_deref(),
-                        None,
-                        std::env::current_dir().ok().as_deref(),
-                    )?;
-                    let config = config::load(&path)?;
+                    let config = load_config(ini.as_deref())?;
+                    print_warnings(&config);
                     let packaged = delivery::package_incoming(&outbox, Some(&config))?;
                     if !packaged.is_empty() {
                         println!("packaged {} record(s) left by applications", packaged.len());
@@ -230,6 +263,58 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let code = crashmail::sample_app::run(&kind, log);
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
+    }
+}
+
+/// Finds and loads AXIS.INI the way the watcher does: `--ini`, `$AXIS_INI`,
+/// `$AXIS_HOME`, the folder of this executable, the current folder.
+fn load_config(ini: Option<&std::path::Path>) -> anyhow::Result<config::Config> {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(std::path::Path::to_path_buf));
+    let cwd = std::env::current_dir().ok();
+    let path = config::find(ini, exe_dir.as_deref(), cwd.as_deref())?;
+    Ok(config::load(&path)?)
+}
+
+fn print_warnings(config: &config::Config) {
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
+}
+
+/// `crashmail check`: prints each step; the exit code names the failure class.
+fn check(ini: Option<&std::path::Path>, send_test: Option<&str>) -> ExitCode {
+    use crashmail::check::{CheckOutcome, Failure, FailureClass, Step};
+    let started = std::time::Instant::now();
+    let loaded = load_config(ini);
+    let read_step = |ok: bool, detail: String| Step {
+        name: "read the configuration".into(),
+        ok,
+        detail,
+        duration: started.elapsed(),
+    };
+    let outcome = match loaded {
+        Err(e) => CheckOutcome {
+            steps: vec![read_step(false, format!("{e:#}"))],
+            failure: Some(Failure {
+                class: FailureClass::Configuration,
+                detail: format!("{e:#}"),
+            }),
+        },
+        Ok(config) => {
+            print_warnings(&config);
+            let mut outcome = crashmail::check::run(&config.smtp, send_test);
+            outcome
+                .steps
+                .insert(0, read_step(true, config.path.display().to_string()));
+            outcome
+        }
+    };
+    print!("{}", outcome.render());
+    match outcome.failure {
+        None => ExitCode::SUCCESS,
+        Some(failure) => ExitCode::from(failure.class.exit_code()),
     }
 }
 

@@ -158,10 +158,19 @@ impl SmtpConfig {
         self.tls_server_name.as_deref().unwrap_or(&self.host)
     }
 
-    /// The EHLO name: `HeloName`, else `Domain`; `None` leaves the choice to
-    /// the sender (an address literal).
-    pub fn ehlo_name(&self) -> Option<&str> {
-        self.helo_name.as_deref().or(self.domain.as_deref())
+    /// The EHLO name: `HeloName`, else `Domain`, else this machine's host
+    /// name when it is fully qualified; never with a trailing dot. `None`
+    /// means the sender uses the address literal of its end (`[192.0.2.7]`).
+    pub fn ehlo_name(&self) -> Option<String> {
+        self.helo_name
+            .as_deref()
+            .or(self.domain.as_deref())
+            .map(|name| name.trim_end_matches('.').to_string())
+            .or_else(|| {
+                let host = sysinfo::System::host_name().ok()?;
+                let host = host.trim_end_matches('.');
+                host.contains('.').then(|| host.to_string())
+            })
     }
 }
 

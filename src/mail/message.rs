@@ -29,10 +29,13 @@ pub fn report_message(
     summary: &str,
     zip: Vec<u8>,
 ) -> Result<Message, String> {
-    let from: Mailbox = smtp
+    let mut from: Mailbox = smtp
         .from
         .parse()
         .map_err(|e| format!("From {:?} is not a valid address: {e}", smtp.from))?;
+    if from.name.is_none() {
+        from.name = smtp.from_name.clone();
+    }
     let mut builder = Message::builder()
         .from(from)
         .subject(meta.subject())
@@ -44,6 +47,12 @@ pub fn report_message(
             .parse()
             .map_err(|e| format!("To {to:?} is not a valid address: {e}"))?;
         builder = builder.to(mailbox);
+    }
+    for cc in &smtp.cc {
+        let mailbox: Mailbox = cc
+            .parse()
+            .map_err(|e| format!("Cc {cc:?} is not a valid address: {e}"))?;
+        builder = builder.cc(mailbox);
     }
     let zip_type = ContentType::parse("application/zip").map_err(|e| e.to_string())?;
     builder

@@ -3,7 +3,7 @@
 
 use crate::config::{Security, SmtpConfig};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{Message, SmtpTransport, Transport};
 
@@ -34,34 +34,55 @@ impl DeliveryError {
     }
 }
 
-/// The EHLO name: `HeloName`, else `Domain`, else the host name when it is
-/// fully qualified, else the address literal `[127.0.0.1]`.
+/// The EHLO name (see [`SmtpConfig::ehlo_name`]), else the address literal
+/// of the interface that leads to the server.
 fn client_id(smtp: &SmtpConfig) -> ClientId {
-    if let Some(name) = smtp.helo_name.as_ref().or(smtp.domain.as_ref()) {
-        return ClientId::Domain(name.trim_end_matches('.').to_string());
+    if let Some(name) = smtp.ehlo_name() {
+        return ClientId::Domain(name);
     }
-    match hostname_fqdn() {
-        Some(host) => ClientId::Domain(host),
+    match outbound_address(smtp) {
+        Some(std::net::IpAddr::V6(v6)) => ClientId::Ipv6(v6),
+        Some(std::net::IpAddr::V4(v4)) => ClientId::Ipv4(v4),
         None => ClientId::Ipv4(std::net::Ipv4Addr::LOCALHOST),
     }
 }
 
-fn hostname_fqdn() -> Option<String> {
-    let host = sysinfo::System::host_name().ok()?;
-    let host = host.trim_end_matches('.');
-    host.contains('.').then(|| host.to_string())
+/// Our address on the route to the server. Connecting a UDP socket sends
+/// nothing; it only picks the route.
+fn outbound_address(smtp: &SmtpConfig) -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    socket.connect((smtp.host.as_str(), smtp.port)).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
+}
+
+fn tls_parameters(smtp: &SmtpConfig) -> Result<TlsParameters, DeliveryError> {
+    let config_error = |message: String| DeliveryError {
+        kind: DeliveryErrorKind::Permanent,
+        message,
+    };
+    let mut builder = TlsParameters::builder(smtp.tls_name().to_string());
+    if let Some(ca) = &smtp.ca_file {
+        for der in super::tls::read_pem_certificates(ca).map_err(config_error)? {
+            let certificate = Certificate::from_der(der.to_vec())
+                .map_err(|e| config_error(format!("CaFile {}: {e}", ca.display())))?;
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    if !smtp.tls_verify {
+        builder = builder.dangerous_accept_invalid_certs(true);
+    }
+    builder.build_rustls().map_err(|e| {
+        config_error(format!(
+            "TLS could not be set up for {}: {e}",
+            smtp.tls_name()
+        ))
+    })
 }
 
 fn transport(smtp: &SmtpConfig) -> Result<SmtpTransport, DeliveryError> {
-    let tls_parameters = || {
-        TlsParameters::new(smtp.host.clone()).map_err(|e| DeliveryError {
-            kind: DeliveryErrorKind::Permanent,
-            message: format!("TLS could not be set up for {}: {e}", smtp.host),
-        })
-    };
     let tls = match smtp.security {
-        Security::StartTls => Tls::Required(tls_parameters()?),
-        Security::Tls => Tls::Wrapper(tls_parameters()?),
+        Security::StartTls => Tls::Required(tls_parameters(smtp)?),
+        Security::Tls => Tls::Wrapper(tls_parameters(smtp)?),
         Security::None => Tls::None,
     };
     let mut builder = SmtpTransport::builder_dangerous(smtp.host.as_str())

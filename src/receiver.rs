@@ -1,8 +1,10 @@
 //! A loopback SMTP receiver (`mailin-embedded`) for `crashmail demo` and the
 //! tests: a real SMTP server on 127.0.0.1 that keeps what it receives.
 
-use mailin_embedded::{response, Handler, Response, Server};
+pub use mailin_embedded::AuthMechanism;
+use mailin_embedded::{response, Handler, Response, Server, SslConfig};
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,20 @@ pub struct ReceivedMessage {
 struct Mailbox {
     messages: Mutex<Vec<ReceivedMessage>>,
     arrived: Condvar,
+    /// Every authentication attempt: mechanism and user name.
+    logins: Mutex<Vec<(String, String)>>,
+}
+
+/// How the receiver presents itself: STARTTLS with a certificate, and
+/// authentication with one user.
+#[derive(Clone, Debug, Default)]
+pub struct ReceiverOptions {
+    /// PEM certificate (chain) and private key; STARTTLS is offered when set.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The one user and password accepted.
+    pub credentials: Option<(String, String)>,
+    /// The mechanisms offered (after STARTTLS); empty offers no AUTH.
+    pub auth: Vec<AuthMechanism>,
 }
 
 /// One SMTP session's handler; mailin clones it per connection.
@@ -32,9 +48,39 @@ struct Mailbox {
 struct Collector {
     mailbox: Arc<Mailbox>,
     current: ReceivedMessage,
+    credentials: Option<(String, String)>,
+}
+
+impl Collector {
+    fn login(&self, mechanism: &str, user: &str, password: &str) -> Response {
+        if let Ok(mut logins) = self.mailbox.logins.lock() {
+            logins.push((mechanism.to_string(), user.to_string()));
+        }
+        match &self.credentials {
+            Some((expected_user, expected_password))
+                if expected_user == user && expected_password == password =>
+            {
+                response::AUTH_OK
+            }
+            _ => response::INVALID_CREDENTIALS,
+        }
+    }
 }
 
 impl Handler for Collector {
+    fn auth_plain(
+        &mut self,
+        _authorization_id: &str,
+        authentication_id: &str,
+        password: &str,
+    ) -> Response {
+        self.login("PLAIN", authentication_id, password)
+    }
+
+    fn auth_login(&mut self, username: &str, password: &str) -> Response {
+        self.login("LOGIN", username, password)
+    }
+
     fn helo(&mut self, _ip: IpAddr, domain: &str) -> Response {
         self.current.helo = domain.to_string();
         response::OK
@@ -71,19 +117,36 @@ pub struct LoopbackReceiver {
 }
 
 impl LoopbackReceiver {
-    /// Starts a receiver on a free port of 127.0.0.1.
+    /// Starts a plain receiver on a free port of 127.0.0.1.
     pub fn start() -> std::io::Result<LoopbackReceiver> {
+        LoopbackReceiver::start_with(ReceiverOptions::default())
+    }
+
+    /// Starts a receiver with STARTTLS and authentication as given.
+    pub fn start_with(options: ReceiverOptions) -> std::io::Result<LoopbackReceiver> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let address = listener.local_addr()?;
         let mailbox = Arc::new(Mailbox::default());
         let collector = Collector {
             mailbox: mailbox.clone(),
             current: ReceivedMessage::default(),
+            credentials: options.credentials.clone(),
         };
         let mut server = Server::new(collector);
         server
             .with_name("crashmail-receiver.localhost")
             .with_tcp_listener(listener);
+        if let Some((cert, key)) = &options.tls {
+            server
+                .with_ssl(SslConfig::SelfSigned {
+                    cert_path: cert.display().to_string(),
+                    key_path: key.display().to_string(),
+                })
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        for mechanism in options.auth {
+            server.with_auth(mechanism);
+        }
         std::thread::Builder::new()
             .name("smtp-receiver".into())
             .spawn(move || {
@@ -100,6 +163,15 @@ impl LoopbackReceiver {
 
     pub fn port(&self) -> u16 {
         self.address.port()
+    }
+
+    /// Every authentication attempt so far: mechanism and user name.
+    pub fn logins(&self) -> Vec<(String, String)> {
+        self.mailbox
+            .logins
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     /// Every message received so far.

@@ -112,9 +112,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 pub fn describe_tls_error(error: &rustls::Error, name: &str) -> String {
     use rustls::CertificateError as C;
     match error {
-        rustls::Error::InvalidCertificate(C::UnknownIssuer) => format!(
-            "the server's certificate is not trusted: it is not signed by a known authority (add the authority with CaFile)"
-        ),
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => "the server's certificate is not trusted: it is not signed by a known authority (add the authority with CaFile)".to_string(),
         rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
             format!("the server's certificate is not for {name:?} (a name mismatch; TlsServerName sets the name to check)")
         }

@@ -226,3 +226,119 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// A scripted SMTP peer for fault injection: it runs `script` on every
+/// connection and records every line the client sent.
+pub struct ScriptedPeer {
+    pub port: u16,
+    received: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// One connection to a [`ScriptedPeer`].
+pub struct Conversation {
+    reader: std::io::BufReader<std::net::TcpStream>,
+    writer: std::net::TcpStream,
+    received: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Conversation {
+    /// Sends one reply line (CRLF added).
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write;
+        let _ = self.writer.write_all(format!("{line}\r\n").as_bytes());
+    }
+
+    /// The next line from the client, `None` when it is gone.
+    pub fn recv(&mut self) -> Option<String> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                let line = line.trim_end().to_string();
+                self.received.lock().unwrap().push(line.clone());
+                Some(line)
+            }
+        }
+    }
+
+    /// Answers the usual commands until QUIT: `ehlo` for EHLO, `auth` for
+    /// AUTH, 250 for the rest.
+    pub fn serve(&mut self, ehlo: &str, auth: &str) {
+        while let Some(line) = self.recv() {
+            let verb = line
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_uppercase();
+            match verb.as_str() {
+                "EHLO" => self.send(ehlo),
+                "AUTH" => self.send(auth),
+                "QUIT" => {
+                    self.send("221 bye");
+                    return;
+                }
+                _ => self.send("250 ok"),
+            }
+        }
+    }
+}
+
+impl ScriptedPeer {
+    pub fn start(script: impl Fn(&mut Conversation) + Send + Sync + 'static) -> ScriptedPeer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let shared = received.clone();
+        let script = std::sync::Arc::new(script);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let script = script.clone();
+                let received = shared.clone();
+                std::thread::spawn(move || {
+                    let mut conversation = Conversation {
+                        reader: std::io::BufReader::new(stream.try_clone().unwrap()),
+                        writer: stream,
+                        received,
+                    };
+                    script(&mut conversation);
+                });
+            }
+        });
+        ScriptedPeer { port, received }
+    }
+
+    /// Every line any client sent so far.
+    pub fn received(&self) -> Vec<String> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// A test certificate authority and a server certificate for `name`, as PEM
+/// files in `dir`: (CA certificate, server certificate, server key).
+pub fn test_certificates(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "crashmail test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, &ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let mut server_params = CertificateParams::new(vec![name.to_string()]).unwrap();
+    server_params
+        .distinguished_name
+        .push(DnType::CommonName, name);
+    let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, server_cert.pem()).unwrap();
+    std::fs::write(&paths.2, server_key.serialize_pem()).unwrap();
+    paths
+}

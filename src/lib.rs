@@ -18,5 +18,6 @@ pub mod outbox;
 pub mod receiver;
 pub mod report;
 pub mod sample_app;
+pub mod setup;
 pub mod symbolize;
 pub mod watcher;

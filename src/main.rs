@@ -32,6 +32,12 @@ enum Command {
         #[arg(long)]
         ini: Option<PathBuf>,
     },
+    /// Write the [smtp] settings into AXIS.INI, then check the server.
+    ///
+    /// On a terminal and without flags it asks for each value, suggesting
+    /// servers configured for other mail programs on this machine. With flags
+    /// (or without a terminal) it changes only what the flags name.
+    Setup(SetupArgs),
     /// Check the SMTP server step by step and name the likely cause of a failure.
     Check {
         /// AXIS.INI to read (default: searched as described in the README).
@@ -79,6 +85,38 @@ enum Command {
         #[arg(long)]
         log: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct SetupArgs {
+    /// The file to write (default: the AXIS.INI that would be read, else
+    /// AXIS.INI in $AXIS_HOME or the current folder).
+    #[arg(long)]
+    ini: Option<PathBuf>,
+    /// The SMTP server: host or host:port.
+    #[arg(long)]
+    server: Option<String>,
+    #[arg(long)]
+    port: Option<u16>,
+    /// starttls, tls or none.
+    #[arg(long)]
+    security: Option<String>,
+    /// The domain mail is sent from.
+    #[arg(long)]
+    domain: Option<String>,
+    /// The support address(es), comma-separated.
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long)]
+    from: Option<String>,
+    #[arg(long)]
+    user: Option<String>,
+    /// A file holding the password (written as PasswordFile).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Write the settings without checking the server.
+    #[arg(long)]
+    no_check: bool,
 }
 
 #[derive(Subcommand)]
@@ -135,6 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_warnings(&config);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Setup(args) => setup(args),
         Command::Check { ini, send_test } => Ok(check(ini.as_deref(), send_test.as_deref())),
         Command::Inspect {
             report,
@@ -281,6 +320,151 @@ fn print_warnings(config: &config::Config) {
     for warning in &config.warnings {
         eprintln!("warning: {warning}");
     }
+}
+
+/// `crashmail setup`.
+fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
+    use crashmail::config::ini;
+    use std::io::IsTerminal;
+    let cwd = std::env::current_dir()?;
+    let path = args
+        .ini
+        .clone()
+        .unwrap_or_else(|| crashmail::setup::default_path(&cwd));
+    let original = match std::fs::read(&path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => anyhow::bail!("{}: {e}", path.display()),
+    };
+    let current = original
+        .as_deref()
+        .map(|bytes| ini::parse(&ini::decode(bytes).0))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{}:{}: {}", path.display(), e.line, e.message))?
+        .unwrap_or_default();
+    let existing = |key: &str| current.get(config::SMTP, key).map(|e| e.value.clone());
+
+    let flagged: Vec<(&str, Option<String>)> = vec![
+        ("Server", args.server.clone()),
+        ("Port", args.port.map(|p| p.to_string())),
+        ("Security", args.security.clone()),
+        ("Domain", args.domain.clone()),
+        ("To", args.to.clone()),
+        ("From", args.from.clone()),
+        ("User", args.user.clone()),
+        (
+            "PasswordFile",
+            args.password_file.as_ref().map(|p| p.display().to_string()),
+        ),
+    ];
+    let any_flag = flagged.iter().any(|(_, v)| v.is_some());
+    let mut changes: Vec<(&str, String)> = Vec::new();
+    if !any_flag && std::io::stdin().is_terminal() {
+        println!("Setting up email for crash reports in {}", path.display());
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let suggestions = crashmail::setup::suggestions(&home, std::path::Path::new("/etc"));
+        for suggestion in &suggestions {
+            println!(
+                "  found {} in {}",
+                suggestion.server_value(),
+                suggestion.source
+            );
+        }
+        let server_default =
+            existing("Server").or_else(|| suggestions.first().map(|s| s.server_value()));
+        changes.push((
+            "Server",
+            prompt("SMTP server (host or host:port)", server_default)?,
+        ));
+        let security = prompt(
+            "Security (starttls, tls or none)",
+            existing("Security").or(Some("starttls".into())),
+        )?;
+        changes.push(("Security", security));
+        if let Some(port) = prompt_optional(
+            "Port (empty: the usual one for the security)",
+            existing("Port"),
+        )? {
+            changes.push(("Port", port));
+        }
+        changes.push((
+            "Domain",
+            prompt("Domain mail is sent from", existing("Domain"))?,
+        ));
+        changes.push((
+            "To",
+            prompt("Support address(es), comma-separated", existing("To"))?,
+        ));
+        if let Some(user) =
+            prompt_optional("User name (empty: no authentication)", existing("User"))?
+        {
+            changes.push(("User", user));
+            let password = rpassword::prompt_password("Password (empty: keep the current one): ")?;
+            if !password.is_empty() {
+                changes.push(("Password", password));
+            }
+        }
+    } else {
+        for (key, value) in flagged {
+            if let Some(value) = value {
+                changes.push((key, value));
+            }
+        }
+        if original.is_none() && (args.server.is_none() || args.to.is_none()) {
+            anyhow::bail!(
+                "{} does not exist yet: --server and --to are needed to create it",
+                path.display()
+            );
+        }
+    }
+
+    let updated = crashmail::setup::apply(original.as_deref(), &changes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    // Refuse to write a file crashmail itself could not use.
+    let config = config::parse(&path, &updated)?;
+    if Some(&updated) != original.as_ref() {
+        crashmail::setup::write(&path, &updated)?;
+        println!("Wrote the [smtp] settings to {}", path.display());
+    } else {
+        println!("{} already holds these settings", path.display());
+    }
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if args.no_check {
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("\nChecking the server:");
+    Ok(check(Some(&path), None))
+}
+
+fn prompt(question: &str, default: Option<String>) -> anyhow::Result<String> {
+    loop {
+        if let Some(answer) = prompt_optional(question, default.clone())? {
+            return Ok(answer);
+        }
+        println!("  a value is needed");
+    }
+}
+
+fn prompt_optional(question: &str, default: Option<String>) -> anyhow::Result<Option<String>> {
+    match &default {
+        Some(value) => print!("{question} [{value}]: "),
+        None => print!("{question}: "),
+    }
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line)? == 0 {
+        anyhow::bail!("no answer (end of input)");
+    }
+    let answer = line.trim();
+    Ok(if answer.is_empty() {
+        default
+    } else {
+        Some(answer.to_string())
+    })
 }
 
 /// `crashmail check`: prints each step; the exit code names the failure class.

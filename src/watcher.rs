@@ -275,6 +275,9 @@ impl Session {
         {
             Ok(config) => {
                 log::info!("using {}", config.path.display());
+                for warning in &config.warnings {
+                    log::warn!("{warning}");
+                }
                 self.config = Some(config);
             }
             Err(e) => log::error!("reports will wait in the outbox: {e}"),
@@ -295,6 +298,13 @@ impl Session {
             log::error!("no outbox: the crash cannot be stored");
             return;
         };
+        if self.config.as_ref().is_some_and(|c| !c.report.enabled) {
+            log::info!("a crash was seen, but reports are turned off ([report] Enabled = no)");
+            if let Some(Ok(path)) = &crash.dump {
+                let _ = std::fs::remove_file(path);
+            }
+            return;
+        }
         let dump_path = crash.dump.as_ref().and_then(|d| d.as_ref().ok()).cloned();
         let minidump = crash.dump.map(|dump| {
             dump.and_then(|path| {

@@ -161,8 +161,18 @@ pub fn log_tails(files: &[PathBuf], max_bytes: u64) -> (Vec<LogTail>, Vec<String
 }
 
 fn read_tail(path: &Path, max_bytes: u64) -> std::io::Result<(Vec<u8>, u64)> {
-    let mut file = std::fs::File::open(path)?;
-    let length = file.metadata()?.len();
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking, so that a FIFO or a device named as a log cannot hold
+    // the watcher at `open`; then only regular files are read.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let length = metadata.len();
     let start = length.saturating_sub(max_bytes);
     file.seek(SeekFrom::Start(start))?;
     let mut bytes = Vec::with_capacity((length - start) as usize);
@@ -237,6 +247,20 @@ mod tests {
         let (tails, _) = log_tails(&files, 100);
         assert_eq!(tails[0].entry, "logs/app.log");
         assert_eq!(tails[1].entry, "logs/b-app.log");
+    }
+
+    #[test]
+    fn a_fifo_named_as_a_log_is_skipped_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let (tails, notes) = log_tails(&[fifo], 100);
+        assert!(tails.is_empty());
+        assert!(notes[0].contains("not a regular file"), "{notes:?}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub enum Outcome {
 /// Bundles every record in `incoming/` into a pending report. Records that
 /// cannot be read are moved aside, never deleted.
 pub fn package_incoming(outbox: &Outbox, config: Option<&Config>) -> std::io::Result<Vec<String>> {
-    let mut ids = Vec::new();
+    let mut ids = recover_unfinished(outbox, config)?;
     let tail = config
         .map(|c| c.report.log_tail_bytes)
         .unwrap_or(crate::config::DEFAULT_LOG_TAIL_BYTES);
@@ -76,6 +76,118 @@ pub fn package_incoming(outbox: &Outbox, config: Option<&Config>) -> std::io::Re
         let id = contents.meta.id.to_string();
         outbox.add(&id, &zip)?;
         std::fs::remove_file(&path)?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Reports that a watcher began and did not finish (it was killed, or the
+/// machine went down): its crash notes and dumps in `run/`, once no live
+/// watcher owns them, are turned into pending reports.
+pub fn recover_unfinished(
+    outbox: &Outbox,
+    config: Option<&Config>,
+) -> std::io::Result<Vec<String>> {
+    use crate::watcher::{process_alive, CrashNote, CRASH_NOTE_SUFFIX};
+    let run = outbox.dir(crashmail_handler::RUN_DIR);
+    let owner_gone = |name: &str| {
+        name.split('-')
+            .next()
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !process_alive(pid))
+    };
+    let tail = config
+        .map(|c| c.report.log_tail_bytes)
+        .unwrap_or(crate::config::DEFAULT_LOG_TAIL_BYTES);
+    let mut ids = Vec::new();
+    let mut entries: Vec<std::path::PathBuf> = std::fs::read_dir(&run)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    let mut claimed_dumps = std::collections::HashSet::new();
+    for path in &entries {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !name.ends_with(CRASH_NOTE_SUFFIX) || !owner_gone(&name) {
+            continue;
+        }
+        let Some(note) = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<CrashNote>(&b).ok())
+        else {
+            std::fs::rename(path, path.with_extension("unreadable"))?;
+            continue;
+        };
+        let minidump = note.dump.as_ref().map(|dump| {
+            claimed_dumps.insert(dump.clone());
+            std::fs::read(dump).map_err(|e| format!("the dump could not be read back: {e}"))
+        });
+        let mut log_files = note.hello.log_files.clone();
+        if let Some(config) = config {
+            log_files.extend(config.report.log_files.iter().cloned());
+        }
+        let evidence = CrashEvidence {
+            app_name: note.hello.app_name.clone(),
+            app_version: note.hello.app_version.clone(),
+            pid: note.hello.pid,
+            started_at_ms: Some(note.hello.started_at_ms),
+            exe: note.hello.exe.clone(),
+            cwd: note.hello.cwd.clone(),
+            log_files,
+            time: note
+                .panic
+                .as_ref()
+                .and_then(|p| chrono::DateTime::from_timestamp_millis(p.time_ms as i64)),
+            panic: note.panic.clone(),
+            minidump,
+            signal_record: None,
+            abnormal_exit: note.abnormal_exit,
+        };
+        let mut contents = assemble::assemble(evidence, tail);
+        contents
+            .meta
+            .notes
+            .push("recovered: the watcher stopped before it finished this report".into());
+        let id = contents.meta.id.to_string();
+        outbox.add(&id, &contents.to_zip().map_err(std::io::Error::other)?)?;
+        if let Some(dump) = &note.dump {
+            let _ = std::fs::remove_file(dump);
+        }
+        std::fs::remove_file(path)?;
+        ids.push(id);
+    }
+    // A dump with no note: the watcher died while the dump was written or
+    // right after. What the dump says is still worth a report.
+    for path in &entries {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !name.ends_with(".dmp")
+            || claimed_dumps.contains(path)
+            || !owner_gone(&name)
+            || !path.exists()
+        {
+            continue;
+        }
+        let bytes = std::fs::read(path)?;
+        let evidence = CrashEvidence {
+            app_name: "unknown application".into(),
+            app_version: "unknown".into(),
+            minidump: Some(Ok(bytes)),
+            ..CrashEvidence::default()
+        };
+        let mut contents = assemble::assemble(evidence, tail);
+        contents
+            .meta
+            .notes
+            .push("recovered: a minidump whose watcher stopped before it wrote the report".into());
+        let id = contents.meta.id.to_string();
+        outbox.add(&id, &contents.to_zip().map_err(std::io::Error::other)?)?;
+        std::fs::remove_file(path)?;
         ids.push(id);
     }
     Ok(ids)

@@ -139,6 +139,20 @@ impl PendingCrash {
     }
 }
 
+/// Suffix of the note a watcher leaves in `run/` while it builds a report.
+pub const CRASH_NOTE_SUFFIX: &str = ".crash.json";
+
+/// What a watcher knows about a crash before the report is stored; left in
+/// the outbox's `run/` folder so that a report survives a watcher that dies
+/// half-way.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct CrashNote {
+    pub hello: Hello,
+    pub panic: Option<PanicRecord>,
+    pub dump: Option<PathBuf>,
+    pub abnormal_exit: bool,
+}
+
 /// The session with one application.
 struct Session {
     options: WatchOptions,
@@ -147,6 +161,7 @@ struct Session {
     outbox: Option<Outbox>,
     goodbye: bool,
     crashes_reported: usize,
+    notes_written: usize,
 }
 
 /// Runs the watcher until the application is gone. Returns the number of
@@ -180,6 +195,7 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
         outbox: None,
         goodbye: false,
         crashes_reported: 0,
+        notes_written: 0,
     };
     let mut crash = PendingCrash::default();
     let started = Instant::now();
@@ -306,6 +322,30 @@ impl Session {
             return;
         }
         let dump_path = crash.dump.as_ref().and_then(|d| d.as_ref().ok()).cloned();
+        // What is known so far goes to disk first: should this watcher die
+        // while it builds the report, the next `crashmail` run recovers it.
+        self.notes_written += 1;
+        let note = CrashNote {
+            hello: hello.clone(),
+            panic: crash.panic.clone(),
+            dump: dump_path.clone(),
+            abnormal_exit,
+        };
+        let note_path = outbox.dir(crashmail_handler::RUN_DIR).join(format!(
+            "{}-{}{}",
+            std::process::id(),
+            self.notes_written,
+            CRASH_NOTE_SUFFIX
+        ));
+        if let Err(e) = serde_json::to_vec(&note)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| crate::outbox::write_atomic(&note_path, &bytes))
+        {
+            log::warn!(
+                "the crash note {} could not be written: {e}",
+                note_path.display()
+            );
+        }
         let minidump = crash.dump.map(|dump| {
             dump.and_then(|path| {
                 std::fs::read(&path).map_err(|e| format!("the dump could not be read back: {e}"))
@@ -351,6 +391,7 @@ impl Session {
                 if let Some(dump_path) = dump_path {
                     let _ = std::fs::remove_file(dump_path);
                 }
+                let _ = std::fs::remove_file(&note_path);
             }
             Err(e) => {
                 log::error!("report {id} could not be stored: {e}");
@@ -393,7 +434,7 @@ impl Session {
 }
 
 /// True while `pid` exists and is not a zombie.
-fn process_alive(pid: u32) -> bool {
+pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => false,
         Ok(stat) => !stat

@@ -192,7 +192,9 @@ fn signal_from_record(record: &SignalRecord) -> SignalFacts {
         number: record.signal,
         name: crashmail_handler::protocol::signal_name(record.signal),
         code: record.code as i64,
-        code_name: (record.code <= 0).then(|| "sent by another process".to_string()),
+        code_name: (record.code <= 0).then(|| {
+            crashmail_handler::protocol::signal_origin(record.code, record.sender_pid, record.pid)
+        }),
         address: Some(record.address),
         thread_id: None,
     }

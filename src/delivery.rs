@@ -50,8 +50,12 @@ pub fn package_incoming(outbox: &Outbox, config: Option<&Config>) -> std::io::Re
                 .ok()
                 .and_then(|text| SignalRecord::parse(&text))
                 .map(|record| CrashEvidence {
-                    app_name: "unknown application".into(),
-                    app_version: "unknown".into(),
+                    app_name: Some(record.app_name.clone())
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or_else(|| "unknown application".into()),
+                    app_version: Some(record.app_version.clone())
+                        .filter(|v| !v.is_empty())
+                        .unwrap_or_else(|| "unknown".into()),
                     pid: record.pid,
                     time: chrono::DateTime::from_timestamp(record.time_s as i64, 0),
                     signal_record: Some(record),

@@ -85,6 +85,21 @@ fn read_folder(dir: &Path) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
     Ok(entries)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::printable_line;
+
+    #[test]
+    fn log_lines_cannot_drive_the_terminal() {
+        assert_eq!(
+            printable_line("ok \u{1b}[31mred\u{0}"),
+            "ok \\u{1b}[31mred\\u{0}"
+        );
+        let long = "x".repeat(1000);
+        assert!(printable_line(&long).ends_with("(700 more characters)"));
+    }
+}
+
 /// The first `.zip` attachment of an email.
 pub fn zip_from_email(bytes: &[u8]) -> Option<Vec<u8>> {
     let message = mail_parser::MessageParser::default().parse(bytes)?;
@@ -100,6 +115,31 @@ pub fn zip_from_email(bytes: &[u8]) -> Option<Vec<u8>> {
         })
         .map(|part| part.contents().to_vec());
     zip
+}
+
+/// The longest log line shown; the rest is counted, not printed.
+const MAX_SHOWN_LINE: usize = 300;
+
+/// A log line safe for a terminal: control characters (escape sequences,
+/// NULs) shown escaped, very long lines cut.
+fn printable_line(line: &str) -> String {
+    let mut shown = String::new();
+    let mut count = 0;
+    for c in line.chars() {
+        count += 1;
+        if count > MAX_SHOWN_LINE {
+            continue;
+        }
+        if c.is_control() && c != '\t' {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    if count > MAX_SHOWN_LINE {
+        shown.push_str(&format!(" … ({} more characters)", count - MAX_SHOWN_LINE));
+    }
+    shown
 }
 
 /// How much of a report to show.
@@ -204,7 +244,7 @@ pub fn render(report: &OpenedReport, options: ShowOptions) -> String {
             lines.len()
         );
         for line in &lines[start..] {
-            let _ = writeln!(out, "  | {line}");
+            let _ = writeln!(out, "  | {}", printable_line(line));
         }
     }
     for problem in &report.problems {

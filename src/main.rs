@@ -131,6 +131,11 @@ enum OutboxCommand {
     List,
 }
 
+/// `crashmail outbox flush`: reports are still waiting in `pending/`.
+const EXIT_STILL_PENDING: u8 = 3;
+/// `crashmail outbox flush`: the server refused reports for good (`failed/`).
+const EXIT_REFUSED: u8 = 4;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -143,6 +148,17 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if matches!(
+        cli.command,
+        Command::Inspect { .. }
+            | Command::Config { .. }
+            | Command::Outbox {
+                command: OutboxCommand::List,
+                ..
+            }
+    ) {
+        quiet_on_closed_pipe();
+    }
     match cli.command {
         Command::Demo { out, ini } => {
             let complete = demo::run(demo::DemoOptions { out, ini })?;
@@ -214,32 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let outbox = Outbox::open(&root)?;
             match command {
                 OutboxCommand::List => {
-                    for state in [
-                        crashmail::outbox::PENDING,
-                        crashmail::outbox::SENDING,
-                        crashmail::outbox::SENT,
-                        crashmail::outbox::FAILED,
-                    ] {
-                        let mut names: Vec<String> = std::fs::read_dir(outbox.dir(state))?
-                            .filter_map(Result::ok)
-                            .filter_map(|e| {
-                                e.file_name()
-                                    .to_string_lossy()
-                                    .strip_suffix(".zip")
-                                    .map(str::to_string)
-                            })
-                            .collect();
-                        names.sort();
-                        println!("{state:<8} {}", names.len());
-                        for name in names {
-                            let record = outbox.record(state, &name);
-                            println!(
-                                "  {name}  attempts {}  {}",
-                                record.attempts,
-                                record.last_error.unwrap_or_default()
-                            );
-                        }
-                    }
+                    print!("{}", crashmail::outbox::listing(&outbox)?);
                     Ok(ExitCode::SUCCESS)
                 }
                 OutboxCommand::Flush { due } => {
@@ -258,28 +249,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             delivery::Due::All
                         },
                     )?;
-                    let mut still_pending = 0;
+                    let mut refused = 0;
                     for (id, outcome) in &outcomes {
                         match outcome {
                             delivery::Outcome::Sent => println!("sent     {id}"),
-                            delivery::Outcome::Kept(why) => {
-                                still_pending += 1;
-                                println!("pending  {id}: {why}");
+                            delivery::Outcome::Kept(why) => println!("pending  {id}: {why}"),
+                            delivery::Outcome::Failed(why) => {
+                                refused += 1;
+                                println!("failed   {id}: {why}");
                             }
-                            delivery::Outcome::Failed(why) => println!("failed   {id}: {why}"),
                         }
                     }
-                    println!(
-                        "{} sent, {still_pending} still pending",
-                        outcomes
-                            .iter()
-                            .filter(|(_, o)| *o == delivery::Outcome::Sent)
-                            .count()
-                    );
-                    Ok(if still_pending == 0 {
-                        ExitCode::SUCCESS
+                    // Whatever this run did or skipped (`--due`), the exit
+                    // code says what is still waiting.
+                    let still_pending = outbox.pending()?.len();
+                    let sent = outcomes
+                        .iter()
+                        .filter(|(_, o)| *o == delivery::Outcome::Sent)
+                        .count();
+                    println!("{sent} sent, {refused} refused, {still_pending} still pending");
+                    Ok(if still_pending > 0 {
+                        ExitCode::from(EXIT_STILL_PENDING)
+                    } else if refused > 0 {
+                        ExitCode::from(EXIT_REFUSED)
                     } else {
-                        ExitCode::from(3)
+                        ExitCode::SUCCESS
                     })
                 }
             }
@@ -302,6 +296,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let code = crashmail::sample_app::run(&kind, log);
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
+    }
+}
+
+/// `crashmail outbox list | head` ends quietly, as command-line tools do,
+/// instead of panicking on the closed pipe. Only for commands that print and
+/// hold no connection: a watcher must see EPIPE on a broken SMTP socket.
+#[allow(unsafe_code)]
+fn quiet_on_closed_pipe() {
+    // SAFETY: restoring the default disposition of one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

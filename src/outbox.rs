@@ -152,6 +152,108 @@ impl Outbox {
     }
 }
 
+/// The table `crashmail outbox list` prints: every report with its state,
+/// age, application, reason, attempts and (while unsent) last error.
+pub fn listing(outbox: &Outbox) -> std::io::Result<String> {
+    use std::fmt::Write as _;
+    let now = std::time::SystemTime::now();
+    let mut rows = Vec::new();
+    for state in [PENDING, SENDING, FAILED, SENT] {
+        for entry in std::fs::read_dir(outbox.dir(state))?.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".zip") else {
+                continue;
+            };
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .map(human_age)
+                .unwrap_or_default();
+            let meta = std::fs::read(entry.path())
+                .ok()
+                .and_then(|zip| crate::bundle::read_zip_entries(&zip).ok())
+                .and_then(|entries| {
+                    serde_json::from_slice::<crate::report::ReportMeta>(
+                        entries.get(crate::bundle::REPORT_JSON)?,
+                    )
+                    .ok()
+                });
+            let record = outbox.record(state, id);
+            let (app, reason) = meta
+                .map(|m| (format!("{} {}", m.app_name, m.app_version), m.reason))
+                .unwrap_or_else(|| ("?".into(), "(report.json unreadable)".into()));
+            let error = if state == SENT {
+                String::new()
+            } else {
+                record.last_error.unwrap_or_default()
+            };
+            rows.push([
+                state.to_string(),
+                id.to_string(),
+                age,
+                app,
+                reason,
+                record.attempts.to_string(),
+                error,
+            ]);
+        }
+    }
+    let incoming = outbox.incoming()?.len();
+    let mut out = String::new();
+    if rows.is_empty() {
+        let _ = writeln!(out, "The outbox {} is empty.", outbox.root().display());
+    } else {
+        let header = [
+            "state",
+            "id",
+            "age",
+            "application",
+            "reason",
+            "attempts",
+            "last error",
+        ];
+        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+        for row in &rows {
+            for (width, cell) in widths.iter_mut().zip(row.iter()) {
+                *width = (*width).max(cell.chars().count().min(60));
+            }
+        }
+        let line = |cells: &[String]| -> String {
+            cells
+                .iter()
+                .zip(&widths)
+                .map(|(cell, width)| {
+                    let cell: String = cell.chars().take(60).collect();
+                    format!("{cell:<width$}")
+                })
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        };
+        let _ = writeln!(out, "{}", line(&header.map(String::from)));
+        for row in &rows {
+            let _ = writeln!(out, "{}", line(row));
+        }
+    }
+    if incoming > 0 {
+        let _ = writeln!(out, "\n{incoming} crash record(s) in incoming/ wait to be bundled: run `crashmail outbox flush`.");
+    }
+    Ok(out)
+}
+
+fn human_age(age: std::time::Duration) -> String {
+    let seconds = age.as_secs();
+    match seconds {
+        0..=59 => format!("{seconds}s"),
+        60..=3599 => format!("{}m", seconds / 60),
+        3600..=86_399 => format!("{}h", seconds / 3600),
+        _ => format!("{}d", seconds / 86_400),
+    }
+}
+
 /// A report this process has claimed for sending.
 #[derive(Debug)]
 pub struct Claim {

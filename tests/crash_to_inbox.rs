@@ -297,3 +297,82 @@ fn server_down_keeps_the_report_pending() {
         .unwrap()
         .contains(&port.to_string()));
 }
+
+#[test]
+fn without_a_watcher_a_segfault_leaves_a_record_that_names_the_application() {
+    let harness = Harness::new();
+    let output = harness
+        .sample_app("segv")
+        .env(
+            "CRASHMAIL_WATCHER",
+            harness.dir.path().join("no-such-watcher"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        exit_signal(&output),
+        Some(libc::SIGSEGV),
+        "still dies by SIGSEGV"
+    );
+    let records = files_in(&harness.outbox.join("incoming"));
+    assert_eq!(records.len(), 1, "{records:?}");
+    let flush = harness
+        .crashmail()
+        .args(["outbox", "flush"])
+        .output()
+        .unwrap();
+    assert!(flush.status.success(), "{}", stderr(&flush));
+    let mail = parse_mail(&harness.first_message().data);
+    let report = report_json(&mail);
+    assert_eq!(report["app_name"], "crashmail-sample-app");
+    assert_eq!(report["kind"], "signal");
+    assert!(
+        report["reason"].as_str().unwrap().starts_with("SIGSEGV"),
+        "{}",
+        report["reason"]
+    );
+    assert!(
+        report["notes"].to_string().contains("no watcher"),
+        "{}",
+        report["notes"]
+    );
+}
+
+#[test]
+fn flush_exit_code_says_reports_are_still_pending_even_when_none_was_due() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let receiver = crashmail::receiver::LoopbackReceiver::start().unwrap();
+    let harness = Harness::with_server(
+        receiver,
+        &format!("Server = 127.0.0.1:{port}\nSecurity = none\n"),
+    );
+    harness.run_sample("panic");
+    assert!(watchers_gone(&harness.outbox, Duration::from_secs(30)));
+    let flush = harness
+        .crashmail()
+        .args(["outbox", "flush", "--due"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        flush.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&flush.stdout)
+    );
+    let list = harness
+        .crashmail()
+        .args(["outbox", "list"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        table.contains("pending")
+            && table.contains("crashmail-sample-app")
+            && table.contains("bad index 7"),
+        "{table}"
+    );
+}

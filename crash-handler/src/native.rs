@@ -25,10 +25,13 @@ const PANIC_NONE: u8 = 0;
 const PANIC_DUMPING: u8 = 1;
 const PANIC_DUMPED: u8 = 2;
 
-/// Paths of the fallback signal record, made before any crash.
+/// Paths of the fallback signal record and the start of its line, made
+/// before any crash so that the handler only copies bytes.
 struct SignalRecordPaths {
     temporary: CString,
     record: CString,
+    /// `app=… version=… `, percent-encoded.
+    prefix: Vec<u8>,
 }
 static SIGNAL_RECORD: OnceLock<SignalRecordPaths> = OnceLock::new();
 
@@ -39,12 +42,22 @@ pub(crate) struct SignalGuard(());
 impl SignalGuard {
     pub(crate) fn attach(installed: &Installed) -> Result<SignalGuard, String> {
         let incoming = installed.outbox_dir.join(crate::INCOMING_DIR);
+        // Made now: the signal handler can only write into a folder that
+        // exists. An outbox that cannot be made is no reason to refuse the
+        // handler: the watcher may still take the crash.
+        let _ = crate::create_private_dir(&incoming);
         let name = format!("{}-{}.signal", installed.pid, crate::unix_millis());
         let paths = SignalRecordPaths {
             temporary: CString::new(incoming.join(format!(".{name}.tmp")).as_os_str().as_bytes())
                 .map_err(|e| e.to_string())?,
             record: CString::new(incoming.join(name).as_os_str().as_bytes())
                 .map_err(|e| e.to_string())?,
+            prefix: format!(
+                "app={} version={} ",
+                crate::protocol::percent_encode(&installed.app_name),
+                crate::protocol::percent_encode(&installed.app_version)
+            )
+            .into_bytes(),
         };
         let _ = SIGNAL_RECORD.set(paths);
 
@@ -137,6 +150,7 @@ fn write_signal_record(context: &CrashContext) {
         return;
     };
     let mut line = LineBuffer::new();
+    line.push_str(&paths.prefix);
     line.push_str(b"signal=");
     line.push_u64(context.siginfo.ssi_signo as u64);
     line.push_str(b" code=");

@@ -98,6 +98,8 @@ pub struct NativeFrame {
 /// `key=value` pairs; see [`SignalRecord::parse`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignalRecord {
+    pub app_name: String,
+    pub app_version: String,
     pub signal: i32,
     pub code: i32,
     pub pid: u32,
@@ -108,9 +110,11 @@ pub struct SignalRecord {
 
 impl SignalRecord {
     /// Parses the line the signal handler writes, for example
-    /// `signal=11 code=1 pid=42 sender=0 addr=0 time=1700000000`.
+    /// `app=orders version=2.1 signal=11 code=1 pid=42 sender=0 addr=0 time=1700000000`.
     pub fn parse(text: &str) -> Option<Self> {
         let mut record = SignalRecord {
+            app_name: String::new(),
+            app_version: String::new(),
             signal: 0,
             code: 0,
             pid: 0,
@@ -131,10 +135,60 @@ impl SignalRecord {
                 "sender" => record.sender_pid = value.parse().ok()?,
                 "addr" => record.address = value.parse().ok()?,
                 "time" => record.time_s = value.parse().ok()?,
+                "app" => record.app_name = percent_decode(value),
+                "version" => record.app_version = percent_decode(value),
                 _ => {}
             }
         }
         seen_signal.then_some(record)
+    }
+}
+
+/// `value` with every byte outside `A-Za-z0-9._-` written as `%XX`, so that
+/// it is one word of a `key=value` line.
+pub fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' && index + 2 < bytes.len() {
+            if let Ok(byte) = u8::from_str_radix(&value[index + 1..index + 3], 16) {
+                out.push(byte);
+                index += 3;
+                continue;
+            }
+        }
+        out.push(bytes[index]);
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What a signal's `si_code` says about where it came from.
+pub fn signal_origin(code: i32, sender_pid: u32, own_pid: u32) -> String {
+    match code {
+        // SI_USER, SI_QUEUE, SI_TKILL: sent, not raised by a fault.
+        0 | -1 | -6 if sender_pid != 0 && sender_pid != own_pid => {
+            format!("sent by another process (pid {sender_pid})")
+        }
+        0 => "sent with kill()".to_string(),
+        -1 => "sent with sigqueue()".to_string(),
+        -6 => "raised by the process itself (tgkill, as abort() does)".to_string(),
+        code if code > 0 => format!("si_code {code}"),
+        code => format!("sent (si_code {code})"),
     }
 }
 

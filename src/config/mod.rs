@@ -248,7 +248,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("no AXIS.INI found (looked in: {})", .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    #[error("no AXIS.INI found: $AXIS_INI is not set, and there is none in {} (name a file with --ini, or run `crashmail setup`)", .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" or "))]
     NotFound { searched: Vec<PathBuf> },
     #[error("{}: cannot read: {source}", .path.display())]
     Read {
@@ -465,6 +465,23 @@ impl Reader<'_> {
     }
 
     fn warn_unknown_keys(&mut self) {
+        // Other sections belong to the application, but one that is nearly
+        // [smtp] or [report] is most likely a typo.
+        for (section, line) in &self.document.sections {
+            if section.eq_ignore_ascii_case(SMTP) || section.eq_ignore_ascii_case(REPORT) {
+                continue;
+            }
+            if let Some(near) = ini::nearest(section, &[SMTP, REPORT]).filter(|_| section.len() > 2)
+            {
+                self.warnings.push(ConfigWarning {
+                    path: self.path.to_path_buf(),
+                    line: Some(*line),
+                    message: format!(
+                        "section [{section}] is not crashmail's; did you mean [{near}]?"
+                    ),
+                });
+            }
+        }
         for entry in &self.document.entries {
             let known = if entry.is_in(SMTP) {
                 SMTP_KEYS
@@ -661,7 +678,11 @@ impl Reader<'_> {
             }
             None => match &domain {
                 Some(domain) => format!("crashmail@{domain}"),
-                None => return Err(self.missing(SMTP, "From")),
+                None => {
+                    return Err(
+                        self.missing(SMTP, "From (or Domain, which gives crashmail@<Domain>)")
+                    )
+                }
             },
         };
         self.note(SMTP, "From", from.clone());

@@ -222,7 +222,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             outbox,
             ini,
         } => {
+            // --outbox, then $CRASHMAIL_OUTBOX, then AXIS.INI's [report]
+            // Outbox, then the user's state folder.
+            let configured = load_config(ini.as_deref())
+                .ok()
+                .and_then(|c| c.report.outbox);
+            let from_env = std::env::var_os(crashmail_handler::OUTBOX_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from);
             let root = outbox
+                .or(from_env)
+                .or(configured)
                 .or_else(crashmail_handler::default_outbox_dir)
                 .ok_or_else(|| {
                     anyhow::anyhow!("no outbox: pass --outbox or set CRASHMAIL_OUTBOX")

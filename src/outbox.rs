@@ -69,6 +69,12 @@ impl Outbox {
     /// Opens (and creates, privately) the outbox at `root`.
     pub fn open(root: impl Into<PathBuf>) -> std::io::Result<Outbox> {
         let root = root.into();
+        if root.exists() && !root.is_dir() {
+            return Err(std::io::Error::other(format!(
+                "the outbox {} is not a folder",
+                root.display()
+            )));
+        }
         for dir in [
             PENDING,
             SENDING,

@@ -277,13 +277,6 @@ impl Session {
                 log::warn!("Hello from pid {} while watching pid {expected}", hello.pid);
             }
         }
-        match Outbox::open(&hello.outbox_dir) {
-            Ok(outbox) => self.outbox = Some(outbox),
-            Err(e) => log::error!(
-                "the outbox {} cannot be used: {e}",
-                hello.outbox_dir.display()
-            ),
-        }
         let explicit = self.options.ini.clone().or_else(|| hello.ini_path.clone());
         let exe_dir = hello.exe.as_deref().and_then(Path::parent);
         match config::find(explicit.as_deref(), exe_dir, hello.cwd.as_deref())
@@ -297,6 +290,17 @@ impl Session {
                 self.config = Some(config);
             }
             Err(e) => log::error!("reports will wait in the outbox: {e}"),
+        }
+        // The application's own choice first, then AXIS.INI's, then the
+        // default the application computed.
+        let configured = self.config.as_ref().and_then(|c| c.report.outbox.clone());
+        let outbox_dir = match (hello.outbox_explicit, configured) {
+            (false, Some(configured)) => configured,
+            _ => hello.outbox_dir.clone(),
+        };
+        match Outbox::open(&outbox_dir) {
+            Ok(outbox) => self.outbox = Some(outbox),
+            Err(e) => log::error!("the outbox {} cannot be used: {e}", outbox_dir.display()),
         }
         self.hello = Some(hello);
     }

@@ -376,3 +376,33 @@ fn flush_exit_code_says_reports_are_still_pending_even_when_none_was_due() {
         "{table}"
     );
 }
+
+#[test]
+fn the_outbox_named_in_axis_ini_is_used_when_the_application_names_none() {
+    let harness = Harness::new();
+    let configured = harness.dir.path().join("configured-outbox");
+    let mut ini = std::fs::read_to_string(&harness.ini).unwrap();
+    ini.push_str(&format!("[report]\nOutbox = {}\n", configured.display()));
+    std::fs::write(&harness.ini, ini).unwrap();
+    let home = harness.dir.path().join("home");
+    let output = harness
+        .sample_app("panic")
+        .env_remove("CRASHMAIL_OUTBOX")
+        .env_remove("XDG_STATE_HOME")
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(101));
+    harness.first_message();
+    let default_outbox = home.join(".local/state/crashmail");
+    assert!(watchers_gone(&default_outbox, Duration::from_secs(10)));
+    let sent: Vec<_> = files_in(&configured.join("sent"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "zip"))
+        .collect();
+    assert_eq!(
+        sent.len(),
+        1,
+        "the report went through the configured outbox"
+    );
+}

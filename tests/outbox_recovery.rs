@@ -49,6 +49,7 @@ fn a_crash_note_and_its_dump_become_a_pending_report() {
             ini_path: None,
             log_files: vec![log],
             outbox_dir: dir.path().to_path_buf(),
+            outbox_explicit: true,
             started_at_ms: 0,
         },
         panic: None,

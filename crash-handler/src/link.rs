@@ -205,6 +205,8 @@ fn connect(options: &Options, installed: &Installed) -> Result<(), String> {
         ini_path: options.ini_path.clone(),
         log_files: installed.log_files.iter().map(|p| absolute(p)).collect(),
         outbox_dir: absolute(&installed.outbox_dir),
+        outbox_explicit: options.outbox_dir.is_some()
+            || std::env::var_os(crate::OUTBOX_ENV).is_some_and(|v| !v.is_empty()),
         started_at_ms: crate::unix_millis(),
     };
     let body = serde_json::to_vec(&hello).map_err(|e| e.to_string())?;

@@ -51,6 +51,10 @@ pub struct Hello {
     pub log_files: Vec<PathBuf>,
     /// Outbox directory the application and the watcher share.
     pub outbox_dir: PathBuf,
+    /// True when the application chose the outbox (option or environment);
+    /// otherwise `[report] Outbox` of AXIS.INI takes precedence.
+    #[serde(default)]
+    pub outbox_explicit: bool,
     /// Process start, as Unix milliseconds.
     pub started_at_ms: u64,
 }

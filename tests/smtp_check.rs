@@ -377,3 +377,39 @@ fn a_crash_report_goes_out_over_starttls_with_authentication() {
     let mail = parse_mail(&messages[0].data);
     assert_eq!(report_json(&mail)["reason"], "bad index 7");
 }
+
+/// The mail path itself (not only `check`) keeps the security rules.
+#[test]
+fn a_report_is_never_sent_to_a_server_that_does_not_offer_required_starttls() {
+    let peer = ScriptedPeer::start(|c| {
+        c.send("220 plain.example.com ESMTP");
+        c.serve("250-plain.example.com\r\n250 AUTH PLAIN LOGIN", "235 ok");
+    });
+    let receiver = LoopbackReceiver::start().unwrap();
+    let harness = Harness::with_server(
+        receiver,
+        &format!("Server = 127.0.0.1:{}\nSecurity = starttls\nUser = u\nPassword = secret\n", peer.port),
+    );
+    harness.run_sample("panic");
+    assert!(watchers_gone(&harness.outbox, Duration::from_secs(30)));
+    let received = peer.received();
+    assert!(received.iter().any(|l| l.starts_with("EHLO")), "{received:?}");
+    assert!(received.iter().all(|l| !l.starts_with("AUTH") && !l.starts_with("MAIL")), "{received:?}");
+    let pending = files_in(&harness.outbox.join("pending"));
+    let record = pending.iter().find(|p| p.extension().is_some_and(|e| e == "json")).expect("a delivery record");
+    let record = std::fs::read_to_string(record).unwrap();
+    assert!(record.to_ascii_lowercase().contains("starttls"), "{record}");
+    assert!(!record.contains("secret"));
+}
+
+#[test]
+fn a_report_is_never_sent_unauthenticated_when_no_auth_is_offered() {
+    let server = tls_server(vec![]);
+    let mut harness = Harness::new();
+    harness.ini = server.ini("TlsServerName = mail.example.com\n");
+    harness.run_sample("panic");
+    assert!(watchers_gone(&harness.outbox, Duration::from_secs(30)));
+    assert!(server.receiver.messages().is_empty(), "nothing sent without authentication");
+    let pending = files_in(&harness.outbox.join("pending"));
+    assert!(pending.iter().any(|p| p.extension().is_some_and(|e| e == "zip")), "the report waits: {pending:?}");
+}

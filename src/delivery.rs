@@ -9,16 +9,6 @@ use crate::outbox::Outbox;
 use crate::report::ReportMeta;
 use crashmail_handler::protocol::{PanicRecord, SignalRecord};
 
-/// What happened to one report.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Sent,
-    /// Still pending; the reason.
-    Kept(String),
-    /// Moved to `failed/`; the reason.
-    Failed(String),
-}
-
 /// Bundles every record in `incoming/` into a pending report. Records that
 /// cannot be read are moved aside, never deleted.
 pub fn package_incoming(outbox: &Outbox, config: Option<&Config>) -> std::io::Result<Vec<String>> {
@@ -197,83 +187,443 @@ pub fn recover_unfinished(
     Ok(ids)
 }
 
-/// Sends one pending report. A report that is already claimed by another
-/// sender is skipped (`None`).
-pub fn send_one(outbox: &Outbox, config: &Config, id: &str) -> std::io::Result<Option<Outcome>> {
-    let Some(claim) = outbox.claim(id)? else {
-        return Ok(None);
-    };
-    let zip = std::fs::read(claim.path())?;
-    let prepared = bundle::read_zip_entries(&zip)
-        .map_err(|e| format!("the report zip is unreadable: {e}"))
-        .and_then(|entries| {
-            let meta: ReportMeta = entries
-                .get(REPORT_JSON)
-                .ok_or_else(|| "report.json is missing".to_string())
-                .and_then(|b| {
-                    serde_json::from_slice(b).map_err(|e| format!("report.json is invalid: {e}"))
+/// How the outbox delivers: the `[smtp]` settings and the `[report]` policy.
+#[derive(Clone, Debug)]
+pub struct Delivery<'a> {
+    pub config: &'a Config,
+    pub outbox: &'a Outbox,
+}
+
+/// Mails sent recently, shared by every sender of one outbox (under a lock):
+/// the hourly limit and the repeat window are counted here.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct MailingLog {
+    /// Times of the mails sent in the last hour.
+    sent: Vec<chrono::DateTime<chrono::Utc>>,
+    /// The last mail of each crash signature.
+    last_by_signature: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>,
+}
+
+const MAILING_LOG: &str = "mailing.json";
+const LOCK_FILE: &str = ".lock";
+
+/// Holds the outbox's lock while alive.
+struct OutboxLock(std::fs::File);
+
+impl OutboxLock {
+    fn take(outbox: &Outbox) -> std::io::Result<OutboxLock> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(outbox.root().join(LOCK_FILE))?;
+        file.lock()?;
+        Ok(OutboxLock(file))
+    }
+}
+
+impl Drop for OutboxLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+impl MailingLog {
+    fn load(outbox: &Outbox) -> MailingLog {
+        std::fs::read(outbox.root().join(MAILING_LOG))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, outbox: &Outbox) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        crate::outbox::write_atomic(&outbox.root().join(MAILING_LOG), &bytes)
+    }
+
+    fn forget_before(&mut self, cutoff: chrono::DateTime<chrono::Utc>) {
+        self.sent.retain(|t| *t > cutoff);
+    }
+}
+
+/// What happened to one report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered; the number of held repeats its email carried too.
+    Sent { coalesced: usize },
+    /// Still pending after an attempt; the reason.
+    Kept(String),
+    /// Not tried: it waits for a digest or for the hourly limit; the reason.
+    Held(String),
+    /// Moved to `failed/`; the reason.
+    Failed(String),
+}
+
+fn to_chrono(duration: std::time::Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+/// Reads a report zip's metadata and summary.
+fn read_report(
+    zip: &[u8],
+) -> Result<
+    (
+        ReportMeta,
+        String,
+        std::collections::BTreeMap<String, Vec<u8>>,
+    ),
+    String,
+> {
+    let entries =
+        bundle::read_zip_entries(zip).map_err(|e| format!("the report zip is unreadable: {e}"))?;
+    let meta: ReportMeta = entries
+        .get(REPORT_JSON)
+        .ok_or_else(|| "report.json is missing".to_string())
+        .and_then(|b| {
+            serde_json::from_slice(b).map_err(|e| format!("report.json is invalid: {e}"))
+        })?;
+    let summary = entries
+        .get(SUMMARY_TXT)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_else(|| meta.summary(&[]));
+    Ok((meta, summary, entries))
+}
+
+impl Delivery<'_> {
+    fn policy(&self) -> &crate::config::DeliveryPolicy {
+        &self.config.report.policy
+    }
+
+    /// Sends one pending report, or holds it (a repeat inside its window,
+    /// the hourly limit). `None` when another sender claimed it first.
+    pub fn send_one(&self, id: &str) -> std::io::Result<Option<Outcome>> {
+        let Some(claim) = self.outbox.claim(id)? else {
+            return Ok(None);
+        };
+        let zip = std::fs::read(claim.path())?;
+        let (mut meta, summary, entries) = match read_report(&zip) {
+            Ok(report) => report,
+            Err(why) => {
+                claim.finish(crate::outbox::FAILED, |r| r.last_error = Some(why.clone()))?;
+                return Ok(Some(Outcome::Failed(why)));
+            }
+        };
+        let now = chrono::Utc::now();
+        let reserved_at = now;
+        let hour = chrono::TimeDelta::hours(1);
+
+        // Decide under the lock, so that two senders count the same mails.
+        let repeats: Vec<crate::outbox::Claim>;
+        {
+            let _lock = OutboxLock::take(self.outbox)?;
+            let mut log = MailingLog::load(self.outbox);
+            log.forget_before(now - hour);
+            if let Some(last) = log.last_by_signature.get(&meta.signature).copied() {
+                let window_end = last + to_chrono(self.policy().repeat_window);
+                if window_end > now {
+                    let reason = format!(
+                        "a repeat of a crash mailed at {}; held for the digest at {}",
+                        last.format("%H:%M:%S"),
+                        window_end.format("%H:%M:%S")
+                    );
+                    claim.finish(crate::outbox::PENDING, |r| {
+                        r.held = Some(reason.clone());
+                        r.next_attempt = Some(window_end.to_rfc3339());
+                    })?;
+                    return Ok(Some(Outcome::Held(reason)));
+                }
+            }
+            if log.sent.len() as u32 >= self.policy().mails_per_hour {
+                let free_at = log.sent.iter().min().copied().unwrap_or(now) + hour;
+                let reason = format!(
+                    "the limit of {} mails an hour is reached; next mail at {}",
+                    self.policy().mails_per_hour,
+                    free_at.format("%H:%M:%S")
+                );
+                claim.finish(crate::outbox::PENDING, |r| {
+                    r.held = Some(reason.clone());
+                    r.next_attempt = Some(free_at.to_rfc3339());
                 })?;
-            let summary = entries
-                .get(SUMMARY_TXT)
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_else(|| meta.summary(&[]));
-            Ok((meta, summary))
-        });
-    let (meta, summary) = match prepared {
-        Ok(prepared) => prepared,
-        Err(why) => {
-            claim.failed(&why)?;
-            return Ok(Some(Outcome::Failed(why)));
+                return Ok(Some(Outcome::Held(reason)));
+            }
+            // This mail counts now; a failure gives the slot back below.
+            log.sent.push(reserved_at);
+            log.save(self.outbox)?;
+            // Earlier repeats of this signature ride along as a digest.
+            repeats = self.claim_repeats(&meta.signature, id)?;
         }
-    };
-    let message = match mail::report_message(&config.smtp, &meta, &summary, zip) {
-        Ok(message) => message,
-        Err(why) => {
-            // A configuration problem (a bad address): keep it for after the fix.
-            claim.retry_later(&why)?;
-            return Ok(Some(Outcome::Kept(why)));
+
+        let mut notes = Vec::new();
+        let mut first_seen = meta.time;
+        for repeat in &repeats {
+            if let Ok((repeat_meta, _, _)) = std::fs::read(repeat.path())
+                .map_err(|e| e.to_string())
+                .and_then(|z| read_report(&z))
+            {
+                first_seen = first_seen.min(repeat_meta.time);
+                meta.occurrences += repeat_meta.occurrences.max(1);
+            }
         }
-    };
-    match mail::send(&config.smtp, &message) {
-        Ok(()) => {
-            claim.sent()?;
-            Ok(Some(Outcome::Sent))
+        if !repeats.is_empty() {
+            notes.push(format!(
+                "This crash occurred {} times between {} and {}; this email carries the latest report, and the others stay in the outbox.",
+                meta.occurrences,
+                first_seen.format("%Y-%m-%d %H:%M:%S UTC"),
+                meta.time.format("%Y-%m-%d %H:%M:%S UTC")
+            ));
         }
-        Err(e) if e.is_permanent() => {
-            claim.failed(&e.message)?;
-            Ok(Some(Outcome::Failed(e.message)))
+        let waiting = self.held_back_count(now)?;
+        if waiting > 0 {
+            notes.push(format!(
+                "{waiting} more report(s) wait in the outbox because of the hourly mail limit."
+            ));
         }
-        Err(e) => {
-            claim.retry_later(&e.message)?;
-            Ok(Some(Outcome::Kept(e.message)))
+        let mut body = summary.clone();
+        if !notes.is_empty() {
+            body = format!("{}\n\n{}", notes.join("\n"), body);
+        }
+
+        let mut result = self.deliver(&meta, &body, &entries, &zip, false);
+        if result
+            .as_ref()
+            .is_err_and(|e| e.kind == mail::DeliveryErrorKind::TooLarge)
+        {
+            // 552: one more try, minidump left out and logs halved.
+            result = self.deliver(&meta, &body, &entries, &zip, true);
+        }
+        let now = chrono::Utc::now();
+        match result {
+            Ok(_) => {
+                {
+                    let _lock = OutboxLock::take(self.outbox)?;
+                    let mut log = MailingLog::load(self.outbox);
+                    log.last_by_signature.insert(meta.signature.clone(), now);
+                    log.save(self.outbox)?;
+                }
+                let count = repeats.len();
+                for repeat in repeats {
+                    repeat.finish(crate::outbox::SENT, |r| {
+                        r.coalesced_into = Some(id.to_string());
+                        r.held = None;
+                        r.next_attempt = None;
+                    })?;
+                }
+                claim.sent()?;
+                Ok(Some(Outcome::Sent { coalesced: count }))
+            }
+            Err(error) => {
+                {
+                    let _lock = OutboxLock::take(self.outbox)?;
+                    let mut log = MailingLog::load(self.outbox);
+                    if let Some(position) = log.sent.iter().position(|t| *t == reserved_at) {
+                        log.sent.remove(position);
+                    }
+                    log.save(self.outbox)?;
+                }
+                for repeat in repeats {
+                    repeat.finish(crate::outbox::PENDING, |_| {})?;
+                }
+                self.record_failure(claim, &error, now).map(Some)
+            }
         }
     }
+
+    fn deliver(
+        &self,
+        meta: &ReportMeta,
+        body: &str,
+        entries: &std::collections::BTreeMap<String, Vec<u8>>,
+        zip: &[u8],
+        smaller: bool,
+    ) -> Result<mail::Delivered, mail::DeliveryError> {
+        let smtp = self.config.smtp.clone();
+        let meta = meta.clone();
+        let body = body.to_string();
+        let entries = entries.clone();
+        let zip = zip.to_vec();
+        let envelope = mail::Envelope {
+            from: bare_address(&smtp.from),
+            to: smtp
+                .to
+                .iter()
+                .chain(smtp.cc.iter())
+                .map(|a| bare_address(a))
+                .collect(),
+        };
+        let builder_smtp = smtp.clone();
+        let build: mail::MessageBuilder = Box::new(move |limit| {
+            mail::fit_report(&builder_smtp, &meta, &body, &entries, &zip, limit, smaller)
+                .map(|fitted| fitted.message)
+        });
+        mail::deliver(&smtp, envelope, build, mail::send_deadline(&smtp))
+    }
+
+    /// Records a failed attempt: back to `pending/` with its next try, or to
+    /// `failed/` when refused for good or tried for too long.
+    fn record_failure(
+        &self,
+        claim: crate::outbox::Claim,
+        error: &mail::DeliveryError,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> std::io::Result<Outcome> {
+        use mail::DeliveryErrorKind as K;
+        let record = claim.record();
+        let first = record.first_attempt_time().unwrap_or(now);
+        let gave_up = now - first >= to_chrono(self.policy().give_up_after);
+        let note_attempt = |r: &mut crate::outbox::DeliveryRecord| {
+            r.attempts += 1;
+            r.first_attempt.get_or_insert_with(|| now.to_rfc3339());
+            r.last_attempt = Some(now.to_rfc3339());
+            r.last_error = Some(error.message.clone());
+            r.held = None;
+        };
+        if error.kind == K::Permanent || error.kind == K::TooLarge {
+            claim.finish(crate::outbox::FAILED, |r| {
+                note_attempt(r);
+                r.next_attempt = None;
+            })?;
+            return Ok(Outcome::Failed(error.message.clone()));
+        }
+        if gave_up {
+            let why = format!(
+                "gave up after {:?} of attempts; last error: {}",
+                self.policy().give_up_after,
+                error.message
+            );
+            claim.finish(crate::outbox::FAILED, |r| {
+                note_attempt(r);
+                r.last_error = Some(why.clone());
+                r.next_attempt = None;
+            })?;
+            return Ok(Outcome::Failed(why));
+        }
+        let fingerprint = self.config.fingerprint.clone();
+        let policy = self.policy().clone();
+        claim.finish(crate::outbox::PENDING, |r| {
+            note_attempt(r);
+            if error.kind == K::Configuration {
+                // Not in a tight loop: the long interval, or at once after
+                // the configuration changes.
+                r.config_problem = Some(fingerprint);
+                r.next_attempt = Some((now + to_chrono(policy.retry_max)).to_rfc3339());
+            } else {
+                r.config_problem = None;
+                let delay = crate::outbox::retry_delay(
+                    r.attempts,
+                    to_chrono(policy.retry_first),
+                    to_chrono(policy.retry_max),
+                );
+                r.next_attempt = Some((now + delay).to_rfc3339());
+            }
+        })?;
+        let marker = if error.kind == K::Configuration {
+            "configuration problem: "
+        } else {
+            ""
+        };
+        Ok(Outcome::Kept(format!("{marker}{}", error.message)))
+    }
+
+    /// Claims the other pending reports of `signature` that wait as repeats.
+    fn claim_repeats(
+        &self,
+        signature: &str,
+        except: &str,
+    ) -> std::io::Result<Vec<crate::outbox::Claim>> {
+        let mut claims = Vec::new();
+        for other in self.outbox.pending()? {
+            if other == except
+                || self
+                    .outbox
+                    .record(crate::outbox::PENDING, &other)
+                    .held
+                    .is_none()
+            {
+                continue;
+            }
+            let path = self
+                .outbox
+                .dir(crate::outbox::PENDING)
+                .join(format!("{other}.zip"));
+            let same = std::fs::read(&path)
+                .ok()
+                .and_then(|zip| read_report(&zip).ok())
+                .is_some_and(|(meta, _, _)| meta.signature == signature);
+            if same {
+                if let Some(claim) = self.outbox.claim(&other)? {
+                    claims.push(claim);
+                }
+            }
+        }
+        Ok(claims)
+    }
+
+    /// Reports held back by the hourly limit right now.
+    fn held_back_count(&self, now: chrono::DateTime<chrono::Utc>) -> std::io::Result<usize> {
+        Ok(self
+            .outbox
+            .pending()?
+            .iter()
+            .filter(|id| {
+                let record = self.outbox.record(crate::outbox::PENDING, id);
+                record
+                    .held
+                    .as_deref()
+                    .is_some_and(|h| h.contains("mails an hour"))
+                    && !record.is_due(now, &self.config.fingerprint)
+            })
+            .count())
+    }
+
+    /// Sends the pending reports once each, oldest first; `progress` hears
+    /// (done, total) after each. Returns each id with its outcome.
+    pub fn flush(
+        &self,
+        due: Due,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> std::io::Result<Vec<(String, Outcome)>> {
+        self.outbox
+            .release_stale_claims(mail::send_deadline(&self.config.smtp) * 2)?;
+        let now = chrono::Utc::now();
+        let ids: Vec<String> = self
+            .outbox
+            .pending()?
+            .into_iter()
+            .filter(|id| {
+                due == Due::All
+                    || self
+                        .outbox
+                        .record(crate::outbox::PENDING, id)
+                        .is_due(now, &self.config.fingerprint)
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for (done, id) in ids.iter().enumerate() {
+            if let Some(outcome) = self.send_one(id)? {
+                outcomes.push((id.clone(), outcome));
+            }
+            progress(done + 1, ids.len());
+        }
+        Ok(outcomes)
+    }
+}
+
+fn bare_address(address: &str) -> String {
+    address
+        .rsplit_once('<')
+        .map(|(_, rest)| rest.trim_end_matches('>'))
+        .unwrap_or(address)
+        .trim()
+        .to_string()
 }
 
 /// Which pending reports a flush tries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Due {
-    /// Only those whose retry delay has passed.
+    /// Only those whose retry time has come.
     Only,
     /// All of them, now (an operator asked).
     All,
-}
-
-/// Sends pending reports once each; returns each id with its outcome.
-pub fn flush(
-    outbox: &Outbox,
-    config: &Config,
-    due: Due,
-) -> std::io::Result<Vec<(String, Outcome)>> {
-    let mut outcomes = Vec::new();
-    let now = chrono::Utc::now();
-    for id in outbox.pending()? {
-        if due == Due::Only && !outbox.record(crate::outbox::PENDING, &id).is_due(now) {
-            continue;
-        }
-        if let Some(outcome) = send_one(outbox, config, &id)? {
-            outcomes.push((id, outcome));
-        }
-    }
-    Ok(outcomes)
 }

@@ -129,6 +129,18 @@ enum OutboxCommand {
     },
     /// List the reports in each state.
     List,
+    /// Make failed or waiting reports pending and due now.
+    Retry {
+        /// Report ids (as `outbox list` shows them).
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Delete the reports the server refused for good.
+    Purge {
+        /// Required: only `failed/` is ever purged.
+        #[arg(long)]
+        failed: bool,
+    },
 }
 
 /// `crashmail outbox flush`: reports are still waiting in `pending/`.
@@ -246,45 +258,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 OutboxCommand::Flush { due } => {
                     let config = load_config(ini.as_deref())?;
                     print_warnings(&config);
-                    let packaged = delivery::package_incoming(&outbox, Some(&config))?;
-                    if !packaged.is_empty() {
-                        println!("packaged {} record(s) left by applications", packaged.len());
+                    flush(&outbox, &config, due)
+                }
+                OutboxCommand::Retry { ids } => {
+                    for id in &ids {
+                        outbox.retry(id)?;
+                        println!("{id} is pending again and due now");
                     }
-                    let outcomes = delivery::flush(
-                        &outbox,
-                        &config,
-                        if due {
-                            delivery::Due::Only
-                        } else {
-                            delivery::Due::All
-                        },
-                    )?;
-                    let mut refused = 0;
-                    for (id, outcome) in &outcomes {
-                        match outcome {
-                            delivery::Outcome::Sent => println!("sent     {id}"),
-                            delivery::Outcome::Kept(why) => println!("pending  {id}: {why}"),
-                            delivery::Outcome::Failed(why) => {
-                                refused += 1;
-                                println!("failed   {id}: {why}");
-                            }
-                        }
+                    Ok(ExitCode::SUCCESS)
+                }
+                OutboxCommand::Purge { failed } => {
+                    if !failed {
+                        anyhow::bail!(
+                            "purge removes only reports the server refused for good: pass --failed"
+                        );
                     }
-                    // Whatever this run did or skipped (`--due`), the exit
-                    // code says what is still waiting.
-                    let still_pending = outbox.pending()?.len();
-                    let sent = outcomes
-                        .iter()
-                        .filter(|(_, o)| *o == delivery::Outcome::Sent)
-                        .count();
-                    println!("{sent} sent, {refused} refused, {still_pending} still pending");
-                    Ok(if still_pending > 0 {
-                        ExitCode::from(EXIT_STILL_PENDING)
-                    } else if refused > 0 {
-                        ExitCode::from(EXIT_REFUSED)
-                    } else {
-                        ExitCode::SUCCESS
-                    })
+                    let removed = outbox.purge_failed()?;
+                    println!("removed {removed} refused report(s) from failed/");
+                    Ok(ExitCode::SUCCESS)
                 }
             }
         }
@@ -335,6 +326,65 @@ fn print_warnings(config: &config::Config) {
     for warning in &config.warnings {
         eprintln!("warning: {warning}");
     }
+}
+
+/// `crashmail outbox flush`: a progress bar, one line per report, a summary,
+/// and an exit code that says what is still waiting.
+fn flush(outbox: &Outbox, config: &config::Config, due: bool) -> anyhow::Result<ExitCode> {
+    let packaged = delivery::package_incoming(outbox, Some(config))?;
+    if !packaged.is_empty() {
+        println!("bundled {} record(s) left by applications", packaged.len());
+    }
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} reports  {elapsed_precise}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let delivery = delivery::Delivery { config, outbox };
+    let outcomes = delivery.flush(
+        if due {
+            delivery::Due::Only
+        } else {
+            delivery::Due::All
+        },
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    let (mut sent, mut held, mut refused) = (0, 0, 0);
+    for (id, outcome) in &outcomes {
+        match outcome {
+            delivery::Outcome::Sent { coalesced: 0 } => {
+                sent += 1;
+                println!("sent     {id}");
+            }
+            delivery::Outcome::Sent { coalesced } => {
+                sent += 1;
+                println!("sent     {id} (a digest with {coalesced} repeat(s))");
+            }
+            delivery::Outcome::Kept(why) => println!("pending  {id}: {why}"),
+            delivery::Outcome::Held(why) => {
+                held += 1;
+                println!("held     {id}: {why}");
+            }
+            delivery::Outcome::Failed(why) => {
+                refused += 1;
+                println!("failed   {id}: {why}");
+            }
+        }
+    }
+    // Whatever this run did or skipped (`--due`), the exit code says what is
+    // still waiting.
+    let still_pending = outbox.pending()?.len();
+    println!("{sent} sent, {held} held, {refused} refused, {still_pending} still pending");
+    Ok(if still_pending > 0 {
+        ExitCode::from(EXIT_STILL_PENDING)
+    } else if refused > 0 {
+        ExitCode::from(EXIT_REFUSED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `crashmail setup`.

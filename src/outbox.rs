@@ -26,11 +26,26 @@ pub const FAILED: &str = "failed";
 pub struct DeliveryRecord {
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// RFC 3339 time of the first attempt: give-up time counts from here.
+    #[serde(default)]
+    pub first_attempt: Option<String>,
     /// RFC 3339 time of the last attempt.
     pub last_attempt: Option<String>,
     /// RFC 3339 time before which the report is not tried again.
     #[serde(default)]
     pub next_attempt: Option<String>,
+    /// Set when the last refusal was a configuration problem (credentials
+    /// refused, STARTTLS missing…): the fingerprint of the `[smtp]` settings
+    /// it happened under. A changed configuration makes the report due at once.
+    #[serde(default)]
+    pub config_problem: Option<String>,
+    /// Why the report waits without having been tried: a repeat held for a
+    /// digest, or the hourly limit.
+    #[serde(default)]
+    pub held: Option<String>,
+    /// The report whose email carried this one (a digest of repeats).
+    #[serde(default)]
+    pub coalesced_into: Option<String>,
 }
 
 /// The first retry waits this long; each later one twice as long as the
@@ -39,8 +54,16 @@ pub const FIRST_RETRY_DELAY: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 pub const MAX_RETRY_DELAY: chrono::TimeDelta = chrono::TimeDelta::hours(6);
 
 impl DeliveryRecord {
-    /// True when the report may be tried at `now`.
-    pub fn is_due(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+    /// True when the report may be tried at `now` under the `[smtp]`
+    /// settings with this fingerprint.
+    pub fn is_due(&self, now: chrono::DateTime<chrono::Utc>, config_fingerprint: &str) -> bool {
+        if self
+            .config_problem
+            .as_deref()
+            .is_some_and(|problem| problem != config_fingerprint)
+        {
+            return true;
+        }
         match self
             .next_attempt
             .as_deref()
@@ -50,13 +73,25 @@ impl DeliveryRecord {
             _ => true,
         }
     }
+
+    /// When the first attempt was made.
+    pub fn first_attempt_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.first_attempt
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+    }
 }
 
-/// The wait after `attempts` failed attempts: 1 minute, doubling, at most 6 hours.
-pub fn retry_delay(attempts: u32) -> chrono::TimeDelta {
-    let doublings = attempts.saturating_sub(1).min(16);
-    let delay = FIRST_RETRY_DELAY * (1i32 << doublings);
-    delay.min(MAX_RETRY_DELAY)
+/// The wait after `attempts` failed attempts: `first`, doubling, at most `max`.
+pub fn retry_delay(
+    attempts: u32,
+    first: chrono::TimeDelta,
+    max: chrono::TimeDelta,
+) -> chrono::TimeDelta {
+    let doublings = attempts.saturating_sub(1).min(20);
+    let delay = first.checked_mul(1i32 << doublings).unwrap_or(max);
+    delay.min(max)
 }
 
 /// An outbox directory.
@@ -126,10 +161,25 @@ impl Outbox {
         let from = self.dir(PENDING).join(format!("{id}.zip"));
         let to = self.dir(SENDING).join(format!("{id}.zip"));
         match std::fs::rename(&from, &to) {
-            Ok(()) => Ok(Some(Claim {
-                outbox: self.clone(),
-                id: id.to_string(),
-            })),
+            Ok(()) => {
+                // The claim's age counts from now; its owner is this process.
+                if let Ok(file) = std::fs::File::options().append(true).open(&to) {
+                    let _ = file.set_modified(std::time::SystemTime::now());
+                }
+                let owner = format!(
+                    "{} {}\n",
+                    std::process::id(),
+                    chrono::Utc::now().to_rfc3339()
+                );
+                write_atomic(
+                    &self.dir(SENDING).join(format!("{id}.owner")),
+                    owner.as_bytes(),
+                )?;
+                Ok(Some(Claim {
+                    outbox: self.clone(),
+                    id: id.to_string(),
+                }))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -276,31 +326,24 @@ impl Claim {
         self.outbox.dir(SENDING).join(format!("{}.zip", self.id))
     }
 
-    /// Delivered: moves the report to `sent/`.
-    pub fn sent(self) -> std::io::Result<()> {
-        self.finish(SENT, None)
+    fn owner_path(&self) -> PathBuf {
+        self.outbox.dir(SENDING).join(format!("{}.owner", self.id))
     }
 
-    /// Not delivered this time: back to `pending/`, with the reason recorded.
-    pub fn retry_later(self, error: &str) -> std::io::Result<()> {
-        self.finish(PENDING, Some(error))
+    /// The report's delivery record as it stands.
+    pub fn record(&self) -> DeliveryRecord {
+        self.outbox.record(PENDING, &self.id)
     }
 
-    /// Refused for good: to `failed/`, with the reason recorded.
-    pub fn failed(self, error: &str) -> std::io::Result<()> {
-        self.finish(FAILED, Some(error))
-    }
-
-    fn finish(self, state: &str, error: Option<&str>) -> std::io::Result<()> {
-        let mut record = self.outbox.record(PENDING, &self.id);
-        let now = chrono::Utc::now();
-        record.attempts += 1;
-        record.last_attempt = Some(now.to_rfc3339());
-        record.next_attempt =
-            (state == PENDING).then(|| (now + retry_delay(record.attempts)).to_rfc3339());
-        if let Some(error) = error {
-            record.last_error = Some(error.to_string());
-        }
+    /// Moves the report to `state` (`pending/`, `sent/`, `failed/`) with its
+    /// record updated by `update`.
+    pub fn finish(
+        self,
+        state: &str,
+        update: impl FnOnce(&mut DeliveryRecord),
+    ) -> std::io::Result<()> {
+        let mut record = self.record();
+        update(&mut record);
         let json = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
         write_atomic(
             &self.outbox.dir(state).join(format!("{}.json", self.id)),
@@ -314,7 +357,93 @@ impl Claim {
             let _ =
                 std::fs::remove_file(self.outbox.dir(PENDING).join(format!("{}.json", self.id)));
         }
+        let _ = std::fs::remove_file(self.owner_path());
         Ok(())
+    }
+
+    /// Delivered: to `sent/`.
+    pub fn sent(self) -> std::io::Result<()> {
+        self.finish(SENT, |record| {
+            record.attempts += 1;
+            record.last_attempt = Some(chrono::Utc::now().to_rfc3339());
+            record.next_attempt = None;
+            record.held = None;
+        })
+    }
+}
+
+impl Outbox {
+    /// Makes a report in `failed/` or `pending/` pending and due now.
+    pub fn retry(&self, id: &str) -> std::io::Result<()> {
+        for state in [FAILED, PENDING] {
+            let zip = self.dir(state).join(format!("{id}.zip"));
+            if !zip.exists() {
+                continue;
+            }
+            let mut record = self.record(state, id);
+            record.next_attempt = None;
+            record.config_problem = None;
+            record.held = None;
+            let json = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
+            write_atomic(&self.dir(PENDING).join(format!("{id}.json")), &json)?;
+            if state != PENDING {
+                std::fs::rename(&zip, self.dir(PENDING).join(format!("{id}.zip")))?;
+                let _ = std::fs::remove_file(self.dir(state).join(format!("{id}.json")));
+            }
+            return Ok(());
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "no report {id} in pending/ or failed/ of {}",
+                self.root.display()
+            ),
+        ))
+    }
+
+    /// Deletes the reports in `failed/`: the only reports ever deleted, and
+    /// only when asked. Returns how many.
+    pub fn purge_failed(&self) -> std::io::Result<usize> {
+        let mut removed = 0;
+        for entry in std::fs::read_dir(self.dir(FAILED))?.filter_map(Result::ok) {
+            let is_zip = entry.path().extension().is_some_and(|e| e == "zip");
+            std::fs::remove_file(entry.path())?;
+            removed += usize::from(is_zip);
+        }
+        Ok(removed)
+    }
+
+    /// Claims whose sender is gone (killed while sending) or that are older
+    /// than `max_age` go back to `pending/`: the report is resent later
+    /// with the same Message-ID. Returns how many were released.
+    pub fn release_stale_claims(&self, max_age: std::time::Duration) -> std::io::Result<usize> {
+        let mut released = 0;
+        for entry in std::fs::read_dir(self.dir(SENDING))?.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".zip") else {
+                continue;
+            };
+            let owner = std::fs::read_to_string(self.dir(SENDING).join(format!("{id}.owner")))
+                .unwrap_or_default();
+            let owner_pid = owner
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u32>().ok());
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            let owner_gone = owner_pid.is_none_or(|pid| !crate::watcher::process_alive(pid));
+            if (owner_gone && age > std::time::Duration::from_secs(2)) || age > max_age {
+                if std::fs::rename(entry.path(), self.dir(PENDING).join(&name)).is_ok() {
+                    let _ = std::fs::remove_file(self.dir(SENDING).join(format!("{id}.owner")));
+                    released += 1;
+                }
+            }
+        }
+        Ok(released)
     }
 }
 
@@ -351,12 +480,17 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    fn minutes(n: i64) -> chrono::TimeDelta {
+        chrono::TimeDelta::minutes(n)
+    }
+
     #[test]
-    fn retry_delay_doubles_up_to_six_hours() {
-        assert_eq!(retry_delay(1), chrono::TimeDelta::minutes(1));
-        assert_eq!(retry_delay(2), chrono::TimeDelta::minutes(2));
-        assert_eq!(retry_delay(4), chrono::TimeDelta::minutes(8));
-        assert_eq!(retry_delay(30), chrono::TimeDelta::hours(6));
+    fn retry_delay_doubles_up_to_the_maximum() {
+        let (first, max) = (minutes(1), chrono::TimeDelta::hours(6));
+        assert_eq!(retry_delay(1, first, max), minutes(1));
+        assert_eq!(retry_delay(2, first, max), minutes(2));
+        assert_eq!(retry_delay(4, first, max), minutes(8));
+        assert_eq!(retry_delay(30, first, max), max);
     }
 
     #[test]
@@ -385,39 +519,75 @@ mod tests {
         claim.sent().unwrap();
         assert!(outbox.dir(SENT).join("r1.zip").exists());
         assert!(outbox.pending().unwrap().is_empty());
+        assert_eq!(outbox.record(SENT, "r1").attempts, 1);
     }
 
     #[test]
-    fn retry_keeps_the_report_and_counts_attempts() {
+    fn a_configuration_problem_is_due_again_once_the_configuration_changes() {
+        let record = DeliveryRecord {
+            next_attempt: Some((chrono::Utc::now() + chrono::TimeDelta::hours(6)).to_rfc3339()),
+            config_problem: Some("AXIS.INI:100:1".into()),
+            ..DeliveryRecord::default()
+        };
+        let now = chrono::Utc::now();
+        assert!(
+            !record.is_due(now, "AXIS.INI:100:1"),
+            "not retried in a tight loop"
+        );
+        assert!(
+            record.is_due(now, "AXIS.INI:120:2"),
+            "retried at once after a change"
+        );
+    }
+
+    #[test]
+    fn a_claim_whose_sender_died_goes_back_to_pending() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(dir.path()).unwrap();
-        outbox.add("r2", b"zip").unwrap();
-        outbox
-            .claim("r2")
-            .unwrap()
-            .unwrap()
-            .retry_later("connection refused")
-            .unwrap();
-        outbox
-            .claim("r2")
-            .unwrap()
-            .unwrap()
-            .retry_later("connection refused again")
-            .unwrap();
-        let record = outbox.record(PENDING, "r2");
-        assert_eq!(record.attempts, 2);
-        assert!(
-            !record.is_due(chrono::Utc::now()),
-            "a failed report waits before its next try"
-        );
-        assert!(record.is_due(chrono::Utc::now() + retry_delay(2)));
+        outbox.add("r3", b"zip").unwrap();
+        let claim = outbox.claim("r3").unwrap().unwrap();
+        // A live owner (this process) keeps its claim.
         assert_eq!(
-            record.last_error.as_deref(),
-            Some("connection refused again")
+            outbox
+                .release_stale_claims(std::time::Duration::from_secs(3600))
+                .unwrap(),
+            0
         );
+        // A dead owner's claim expires.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        std::fs::write(outbox.dir(SENDING).join("r3.owner"), format!("{dead} x")).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(10);
+        std::fs::File::options()
+            .append(true)
+            .open(claim.path())
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         assert_eq!(
-            std::fs::read(outbox.dir(PENDING).join("r2.zip")).unwrap(),
-            b"zip"
+            outbox
+                .release_stale_claims(std::time::Duration::from_secs(3600))
+                .unwrap(),
+            1
         );
+        assert_eq!(outbox.pending().unwrap(), vec!["r3".to_string()]);
+    }
+
+    #[test]
+    fn retry_brings_a_failed_report_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        outbox.add("r4", b"zip").unwrap();
+        outbox
+            .claim("r4")
+            .unwrap()
+            .unwrap()
+            .finish(FAILED, |r| r.last_error = Some("550 no".into()))
+            .unwrap();
+        outbox.retry("r4").unwrap();
+        assert_eq!(outbox.pending().unwrap(), vec!["r4".to_string()]);
+        assert!(outbox.record(PENDING, "r4").is_due(chrono::Utc::now(), ""));
+        assert!(outbox.retry("nope").is_err());
     }
 }

@@ -404,10 +404,13 @@ impl Session {
         }
         self.crashes_reported += 1;
         if let Some(config) = &self.config {
-            match delivery::send_one(outbox, config, &id) {
-                Ok(Some(Outcome::Sent)) => {
-                    log::info!("report {id} sent to {}", config.smtp.to.join(", "))
-                }
+            let delivery = delivery::Delivery { config, outbox };
+            match delivery.send_one(&id) {
+                Ok(Some(Outcome::Sent { coalesced })) => log::info!(
+                    "report {id} sent to {} (with {coalesced} held repeat(s))",
+                    config.smtp.to.join(", ")
+                ),
+                Ok(Some(Outcome::Held(why))) => log::info!("report {id} held: {why}"),
                 Ok(Some(Outcome::Kept(why))) => {
                     log::warn!("report {id} kept for a later try: {why}")
                 }
@@ -426,7 +429,8 @@ impl Session {
         if let Err(e) = delivery::package_incoming(outbox, Some(config)) {
             log::error!("records in incoming/ could not be packaged: {e}");
         }
-        match delivery::flush(outbox, config, delivery::Due::Only) {
+        let delivery = delivery::Delivery { config, outbox };
+        match delivery.flush(delivery::Due::Only, &mut |_, _| {}) {
             Ok(outcomes) => {
                 for (id, outcome) in outcomes {
                     log::info!("older report {id}: {outcome:?}");

@@ -388,15 +388,29 @@ fn a_report_is_never_sent_to_a_server_that_does_not_offer_required_starttls() {
     let receiver = LoopbackReceiver::start().unwrap();
     let harness = Harness::with_server(
         receiver,
-        &format!("Server = 127.0.0.1:{}\nSecurity = starttls\nUser = u\nPassword = secret\n", peer.port),
+        &format!(
+            "Server = 127.0.0.1:{}\nSecurity = starttls\nUser = u\nPassword = secret\n",
+            peer.port
+        ),
     );
     harness.run_sample("panic");
     assert!(watchers_gone(&harness.outbox, Duration::from_secs(30)));
     let received = peer.received();
-    assert!(received.iter().any(|l| l.starts_with("EHLO")), "{received:?}");
-    assert!(received.iter().all(|l| !l.starts_with("AUTH") && !l.starts_with("MAIL")), "{received:?}");
+    assert!(
+        received.iter().any(|l| l.starts_with("EHLO")),
+        "{received:?}"
+    );
+    assert!(
+        received
+            .iter()
+            .all(|l| !l.starts_with("AUTH") && !l.starts_with("MAIL")),
+        "{received:?}"
+    );
     let pending = files_in(&harness.outbox.join("pending"));
-    let record = pending.iter().find(|p| p.extension().is_some_and(|e| e == "json")).expect("a delivery record");
+    let record = pending
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("a delivery record");
     let record = std::fs::read_to_string(record).unwrap();
     assert!(record.to_ascii_lowercase().contains("starttls"), "{record}");
     assert!(!record.contains("secret"));
@@ -409,7 +423,15 @@ fn a_report_is_never_sent_unauthenticated_when_no_auth_is_offered() {
     harness.ini = server.ini("TlsServerName = mail.example.com\n");
     harness.run_sample("panic");
     assert!(watchers_gone(&harness.outbox, Duration::from_secs(30)));
-    assert!(server.receiver.messages().is_empty(), "nothing sent without authentication");
+    assert!(
+        server.receiver.messages().is_empty(),
+        "nothing sent without authentication"
+    );
     let pending = files_in(&harness.outbox.join("pending"));
-    assert!(pending.iter().any(|p| p.extension().is_some_and(|e| e == "zip")), "the report waits: {pending:?}");
+    assert!(
+        pending
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "zip")),
+        "the report waits: {pending:?}"
+    );
 }

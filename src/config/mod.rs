@@ -46,7 +46,19 @@ pub const SMTP_KEYS: &[&str] = &[
 ];
 
 /// The keys of `[report]`, as documented.
-pub const REPORT_KEYS: &[&str] = &["Enabled", "LogFiles", "LogTailBytes", "Outbox"];
+pub const REPORT_KEYS: &[&str] = &[
+    "Enabled",
+    "LogFiles",
+    "LogTailBytes",
+    "Outbox",
+    "RetryFirst",
+    "RetryMax",
+    "GiveUpAfter",
+    "RepeatWindow",
+    "MailsPerHour",
+    "MaxReports",
+    "MaxMegabytes",
+];
 
 /// How the SMTP connection is secured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +137,8 @@ pub struct SmtpConfig {
     pub user: Option<String>,
     /// From `Password`, or read from `PasswordFile`.
     pub password: Option<Secret>,
+    /// Where the password was read from, if from a file.
+    pub password_file: Option<PathBuf>,
     /// The sender address.
     pub from: String,
     /// The sender's display name.
@@ -185,6 +199,8 @@ pub struct ReportConfig {
     pub log_tail_bytes: u64,
     /// The outbox, when not the default.
     pub outbox: Option<PathBuf>,
+    /// Retries, digests and caps.
+    pub policy: DeliveryPolicy,
 }
 
 impl Default for ReportConfig {
@@ -194,6 +210,41 @@ impl Default for ReportConfig {
             log_files: Vec::new(),
             log_tail_bytes: DEFAULT_LOG_TAIL_BYTES,
             outbox: None,
+            policy: DeliveryPolicy::default(),
+        }
+    }
+}
+
+/// How the outbox retries, coalesces and limits mail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    /// The wait after the first failed attempt; it doubles after each.
+    pub retry_first: Duration,
+    /// The longest wait between attempts.
+    pub retry_max: Duration,
+    /// After this long since the first attempt, a report goes to `failed/`.
+    pub give_up_after: Duration,
+    /// Repeats of one crash signature within this window after a mail are
+    /// held and mailed together as one digest when it ends.
+    pub repeat_window: Duration,
+    /// At most this many mails in any hour.
+    pub mails_per_hour: u32,
+    /// The outbox keeps at most this many unsent reports…
+    pub max_reports: u32,
+    /// …and this many megabytes of them.
+    pub max_megabytes: u64,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        DeliveryPolicy {
+            retry_first: Duration::from_secs(60),
+            retry_max: Duration::from_secs(6 * 3600),
+            give_up_after: Duration::from_secs(5 * 24 * 3600),
+            repeat_window: Duration::from_secs(3600),
+            mails_per_hour: 20,
+            max_reports: 1000,
+            max_megabytes: 200,
         }
     }
 }
@@ -229,6 +280,9 @@ pub struct Setting {
 /// A loaded `AXIS.INI`.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Changes whenever the file (or its PasswordFile) changes; the outbox
+    /// retries a configuration problem at once when it does. Holds no secret.
+    pub fingerprint: String,
     pub path: PathBuf,
     pub encoding: ini::Encoding,
     pub smtp: SmtpConfig,
@@ -349,12 +403,36 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         source,
     })?;
     let mut config = parse(path, &bytes)?;
+    config.fingerprint = fingerprint(path, config.smtp.password_file.as_deref());
     if config.smtp.password.is_some() {
         if let Some(warning) = readable_by_others(path) {
             config.warnings.push(warning);
         }
     }
     Ok(config)
+}
+
+/// Path, size and modification time of the file and its PasswordFile.
+fn fingerprint(path: &Path, password_file: Option<&Path>) -> String {
+    let stamp = |p: &Path| -> String {
+        match std::fs::metadata(p) {
+            Ok(m) => format!(
+                "{}:{}:{}",
+                p.display(),
+                m.len(),
+                m.modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            ),
+            Err(_) => format!("{}:missing", p.display()),
+        }
+    };
+    match password_file {
+        Some(file) => format!("{} {}", stamp(path), stamp(file)),
+        None => stamp(path),
+    }
 }
 
 /// A warning when `path` can be read by users other than its owner.
@@ -398,6 +476,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
     let smtp = reader.smtp()?;
     let report = reader.report()?;
     Ok(Config {
+        fingerprint: String::new(),
         path: path.to_path_buf(),
         encoding,
         smtp,
@@ -526,6 +605,46 @@ impl Reader<'_> {
         Ok(value)
     }
 
+    /// `90`, `90s`, `15m`, `6h`, `5d`.
+    fn duration(
+        &mut self,
+        section: &'static str,
+        key: &'static str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let value = match self.get(section, key) {
+            Some(value) => parse_duration(value).ok_or_else(|| {
+                self.invalid(
+                    section,
+                    key,
+                    "expected a duration such as 90s, 15m, 6h or 5d",
+                )
+            })?,
+            None => default,
+        };
+        self.note(section, key, format_duration(value));
+        Ok(value)
+    }
+
+    fn count(
+        &mut self,
+        section: &'static str,
+        key: &'static str,
+        default: u32,
+    ) -> Result<u32, ConfigError> {
+        let value = match self.get(section, key) {
+            Some(value) => value
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| self.invalid(section, key, "expected a whole number above 0"))?,
+            None => default,
+        };
+        self.note(section, key, value.to_string());
+        Ok(value)
+    }
+
     fn boolean(
         &mut self,
         section: &'static str,
@@ -606,6 +725,9 @@ impl Reader<'_> {
 
         let user = self.get(SMTP, "User").map(str::to_string);
         self.note(SMTP, "User", user.clone().unwrap_or_default());
+        let password_path = self
+            .get(SMTP, "PasswordFile")
+            .map(|f| self.relative_path(f));
         let password = match (self.get(SMTP, "Password"), self.get(SMTP, "PasswordFile")) {
             (Some(_), Some(_)) => {
                 return Err(self.invalid(
@@ -758,6 +880,7 @@ impl Reader<'_> {
             security,
             user,
             password,
+            password_file: password_path,
             from,
             from_name,
             to,
@@ -815,11 +938,26 @@ impl Reader<'_> {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "the user's state folder".into()),
         );
+        let defaults = DeliveryPolicy::default();
+        let policy = DeliveryPolicy {
+            retry_first: self.duration(REPORT, "RetryFirst", defaults.retry_first)?,
+            retry_max: self.duration(REPORT, "RetryMax", defaults.retry_max)?,
+            give_up_after: self.duration(REPORT, "GiveUpAfter", defaults.give_up_after)?,
+            repeat_window: self.duration(REPORT, "RepeatWindow", defaults.repeat_window)?,
+            mails_per_hour: self.count(REPORT, "MailsPerHour", defaults.mails_per_hour)?,
+            max_reports: self.count(REPORT, "MaxReports", defaults.max_reports)?,
+            max_megabytes: u64::from(self.count(
+                REPORT,
+                "MaxMegabytes",
+                defaults.max_megabytes as u32,
+            )?),
+        };
         Ok(ReportConfig {
             enabled,
             log_files,
             log_tail_bytes,
             outbox,
+            policy,
         })
     }
 }
@@ -832,6 +970,33 @@ pub fn split_addresses(value: &str) -> Vec<String> {
         .filter(|a| !a.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+fn parse_duration(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let seconds = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "s" => number,
+        "m" | "min" => number.checked_mul(60)?,
+        "h" => number.checked_mul(3600)?,
+        "d" => number.checked_mul(86_400)?,
+        _ => return None,
+    };
+    (seconds > 0).then(|| Duration::from_secs(seconds))
+}
+
+fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 fn parse_bool(value: &str) -> Option<bool> {

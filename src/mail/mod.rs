@@ -1,8 +1,10 @@
-//! Email: building the report message and sending it over SMTP.
+//! Email: building messages and delivering them over SMTP.
 
 mod message;
 mod smtp;
 pub mod tls;
 
-pub use message::{report_message, report_message_id};
-pub use smtp::{send, DeliveryError, DeliveryErrorKind};
+pub use message::{fit_report, report_message, report_message_id, FittedReport};
+pub use smtp::{
+    deliver, send_deadline, Delivered, DeliveryError, DeliveryErrorKind, Envelope, MessageBuilder,
+};

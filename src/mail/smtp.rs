@@ -1,19 +1,40 @@
-//! Sending over SMTP with lettre (rustls): TLS verified, credentials only
-//! over TLS, every step bounded by the configured timeout.
+//! Delivering one message over SMTP.
+//!
+//! The conversation runs on lettre's SMTP connection (rustls, no OpenSSL),
+//! step by step rather than through its one-call transport, because delivery
+//! needs three things that call hides: the server's `SIZE` limit from the
+//! EHLO reply (so the message can be made to fit before it is sent), the
+//! point the conversation reached when it broke (a connection lost after the
+//! message was handed over is *ambiguous*: the server may have it), and a
+//! deadline for the whole send (a socket timeout bounds one read, not a
+//! server that trickles).
 
 use crate::config::{Security, SmtpConfig};
+use lettre::address::Address;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
-use lettre::{Message, SmtpTransport, Transport};
+use lettre::transport::smtp::client::{Certificate, SmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Whether trying again may help.
+/// What a failed delivery means for the report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeliveryErrorKind {
-    /// 4xx, network trouble, timeouts: try again later.
+    /// 4xx replies, network trouble, timeouts: try again later.
     Transient,
-    /// 5xx: the server refused for good.
+    /// 5xx replies: the server refused for good.
     Permanent,
+    /// The connection broke after the message was handed over: the server
+    /// may have it. Retried; a duplicate is recognisable by its Message-ID.
+    Ambiguous,
+    /// The server refused the message as too large (552).
+    TooLarge,
+    /// Credentials refused (535), no way to authenticate, STARTTLS missing,
+    /// an untrusted certificate: retrying helps only once the configuration
+    /// or the server changes.
+    Configuration,
 }
 
 /// Why a message was not delivered.
@@ -22,15 +43,270 @@ pub enum DeliveryErrorKind {
 pub struct DeliveryError {
     pub kind: DeliveryErrorKind,
     pub message: String,
+    /// The server's reply code, when it gave one.
+    pub code: Option<u16>,
 }
 
 impl DeliveryError {
+    fn new(kind: DeliveryErrorKind, message: impl Into<String>) -> Self {
+        DeliveryError {
+            kind,
+            message: message.into(),
+            code: None,
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
-        self.kind == DeliveryErrorKind::Transient
+        matches!(
+            self.kind,
+            DeliveryErrorKind::Transient | DeliveryErrorKind::Ambiguous
+        )
     }
 
     pub fn is_permanent(&self) -> bool {
         self.kind == DeliveryErrorKind::Permanent
+    }
+}
+
+/// How far the conversation got; read when the whole-send deadline passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+enum Stage {
+    Connecting = 0,
+    Greeted = 1,
+    Envelope = 2,
+    /// The message was handed over; only the final reply is missing.
+    MessageSent = 3,
+}
+
+/// What was sent, once the server accepted it.
+#[derive(Clone, Debug)]
+pub struct Delivered {
+    /// The server's reply to the message ("250 2.0.0 queued as …").
+    pub reply: String,
+    /// Size of the message sent, bytes.
+    pub size: usize,
+    /// The server's advertised limit, if any.
+    pub server_size_limit: Option<u64>,
+}
+
+/// Builds the message once the size limit is known (the smaller of
+/// `MaxMessageSize` and the server's `SIZE`). Returns the message's bytes.
+pub type MessageBuilder = Box<dyn FnOnce(Option<u64>) -> Result<Vec<u8>, String> + Send>;
+
+/// The envelope: bare addresses.
+#[derive(Clone, Debug)]
+pub struct Envelope {
+    pub from: String,
+    pub to: Vec<String>,
+}
+
+/// The whole send may take this long at most: the connection, then each of
+/// a dozen steps at the configured timeout.
+pub fn send_deadline(smtp: &SmtpConfig) -> Duration {
+    smtp.connect_timeout + smtp.timeout * 12
+}
+
+/// Delivers one message, within `deadline` whatever the server does.
+pub fn deliver(
+    smtp: &SmtpConfig,
+    envelope: Envelope,
+    build: MessageBuilder,
+    deadline: Duration,
+) -> Result<Delivered, DeliveryError> {
+    let stage = Arc::new(AtomicU8::new(Stage::Connecting as u8));
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let worker_stage = stage.clone();
+    let smtp_owned = smtp.clone();
+    std::thread::Builder::new()
+        .name("smtp-delivery".into())
+        .spawn(move || {
+            let result = converse(&smtp_owned, &envelope, build, &worker_stage);
+            let _ = sender.send(result);
+        })
+        .map_err(|e| {
+            DeliveryError::new(
+                DeliveryErrorKind::Transient,
+                format!("cannot start the delivery: {e}"),
+            )
+        })?;
+    match receiver.recv_timeout(deadline) {
+        Ok(result) => result,
+        Err(_) => {
+            // The conversation is abandoned; its thread ends at the next
+            // socket timeout and its result is dropped.
+            let reached = stage.load(Ordering::Acquire);
+            let kind = if reached >= Stage::MessageSent as u8 {
+                DeliveryErrorKind::Ambiguous
+            } else {
+                DeliveryErrorKind::Transient
+            };
+            Err(DeliveryError::new(
+                kind,
+                format!(
+                    "{}:{}: no end to the conversation within {deadline:?}",
+                    smtp.host, smtp.port
+                ),
+            ))
+        }
+    }
+}
+
+fn converse(
+    smtp: &SmtpConfig,
+    envelope: &Envelope,
+    build: MessageBuilder,
+    stage: &AtomicU8,
+) -> Result<Delivered, DeliveryError> {
+    let at = |e: lettre::transport::smtp::Error, what: &str| classify(smtp, e, what);
+    let client_id = client_id(smtp);
+    let wrapper = match smtp.security {
+        Security::Tls => Some(tls_parameters(smtp)?),
+        _ => None,
+    };
+    let mut connection = SmtpConnection::connect(
+        (smtp.host.as_str(), smtp.port),
+        Some(smtp.connect_timeout),
+        &client_id,
+        wrapper.as_ref(),
+        None,
+    )
+    .map_err(|e| at(e, "connect"))?;
+    connection
+        .set_timeout(Some(smtp.timeout))
+        .map_err(|e| DeliveryError::new(DeliveryErrorKind::Transient, e.to_string()))?;
+    stage.store(Stage::Greeted as u8, Ordering::Release);
+
+    if smtp.security == Security::StartTls {
+        if !connection.can_starttls() {
+            return Err(DeliveryError::new(
+                DeliveryErrorKind::Configuration,
+                format!("{}:{}: STARTTLS was required (Security = starttls) but the server does not offer it; nothing was sent", smtp.host, smtp.port),
+            ));
+        }
+        connection
+            .starttls(&tls_parameters(smtp)?, &client_id)
+            .map_err(|e| at(e, "STARTTLS"))?;
+    }
+    // lettre keeps the EHLO reply's keywords but not SIZE's value: ask again.
+    let ehlo = connection
+        .command(Ehlo::new(client_id.clone()))
+        .map_err(|e| at(e, "EHLO"))?;
+    let server_size_limit = ehlo
+        .message()
+        .find_map(|line| {
+            let mut words = line.split_whitespace();
+            words
+                .next()
+                .filter(|w| w.eq_ignore_ascii_case("SIZE"))
+                .and_then(|_| words.next())
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .filter(|n| *n > 0);
+
+    if let (Some(user), Some(password)) = (&smtp.user, &smtp.password) {
+        if !connection.is_encrypted() {
+            return Err(DeliveryError::new(
+                DeliveryErrorKind::Configuration,
+                "credentials are never sent without TLS",
+            ));
+        }
+        let credentials = Credentials::new(user.clone(), password.expose().to_string());
+        connection
+            .auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
+            .map_err(|e| {
+                let mut error = at(e, "AUTH");
+                if error.kind != DeliveryErrorKind::Transient {
+                    error.kind = DeliveryErrorKind::Configuration;
+                }
+                if error.message.contains("No compatible authentication mechanism") {
+                    error.message = format!("{}:{}: User and Password are set, but the server offers no authentication crashmail speaks (PLAIN, LOGIN); nothing was sent", smtp.host, smtp.port);
+                }
+                error
+            })?;
+    }
+
+    let limit = match (smtp.max_message_size, server_size_limit) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let message = build(limit).map_err(|e| DeliveryError::new(DeliveryErrorKind::Permanent, e))?;
+    stage.store(Stage::Envelope as u8, Ordering::Release);
+
+    let mut parameters = Vec::new();
+    if server_size_limit.is_some() {
+        parameters.push(MailParameter::Size(message.len()));
+    }
+    if !message.is_ascii()
+        && connection
+            .server_info()
+            .supports_feature(Extension::EightBitMime)
+    {
+        parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    let from = parse_address(&envelope.from)?;
+    connection
+        .command(Mail::new(Some(from), parameters))
+        .map_err(|e| at(e, "MAIL FROM"))?;
+    for recipient in &envelope.to {
+        let address = parse_address(recipient)?;
+        connection
+            .command(Rcpt::new(address, vec![]))
+            .map_err(|e| at(e, &format!("RCPT TO {recipient}")))?;
+    }
+    connection.command(Data).map_err(|e| at(e, "DATA"))?;
+    stage.store(Stage::MessageSent as u8, Ordering::Release);
+    let reply = connection.message(&message).map_err(|e| {
+        let mut error = at(e, "the end of DATA");
+        if error.code.is_none() {
+            error.kind = DeliveryErrorKind::Ambiguous;
+            error.message.push_str(
+                " (the server may have the message; a resend carries the same Message-ID)",
+            );
+        }
+        error
+    })?;
+    let _ = connection.quit();
+    Ok(Delivered {
+        reply: format!(
+            "{} {}",
+            u16::from(reply.code()),
+            reply.message().collect::<Vec<_>>().join(" ")
+        ),
+        size: message.len(),
+        server_size_limit,
+    })
+}
+
+fn parse_address(address: &str) -> Result<Address, DeliveryError> {
+    address.parse().map_err(|e| {
+        DeliveryError::new(
+            DeliveryErrorKind::Configuration,
+            format!("{address:?} is not a valid address: {e}"),
+        )
+    })
+}
+
+/// Sorts a lettre error into what it means for the report.
+fn classify(smtp: &SmtpConfig, error: lettre::transport::smtp::Error, what: &str) -> DeliveryError {
+    let code = error.status().map(u16::from);
+    let kind = match code {
+        Some(552) => DeliveryErrorKind::TooLarge,
+        Some(535) | Some(534) | Some(530) => DeliveryErrorKind::Configuration,
+        Some(code) if (500..600).contains(&code) => DeliveryErrorKind::Permanent,
+        Some(_) => DeliveryErrorKind::Transient,
+        None if error.is_tls() => DeliveryErrorKind::Configuration,
+        None => DeliveryErrorKind::Transient,
+    };
+    DeliveryError {
+        kind,
+        message: format!(
+            "{}:{}: {what}: {}",
+            smtp.host,
+            smtp.port,
+            error_chain(&error)
+        ),
+        code,
     }
 }
 
@@ -56,10 +332,8 @@ fn outbound_address(smtp: &SmtpConfig) -> Option<std::net::IpAddr> {
 }
 
 fn tls_parameters(smtp: &SmtpConfig) -> Result<TlsParameters, DeliveryError> {
-    let config_error = |message: String| DeliveryError {
-        kind: DeliveryErrorKind::Permanent,
-        message,
-    };
+    let config_error =
+        |message: String| DeliveryError::new(DeliveryErrorKind::Configuration, message);
     let mut builder = TlsParameters::builder(smtp.tls_name().to_string());
     if let Some(ca) = &smtp.ca_file {
         for der in super::tls::read_pem_certificates(ca).map_err(config_error)? {
@@ -77,57 +351,6 @@ fn tls_parameters(smtp: &SmtpConfig) -> Result<TlsParameters, DeliveryError> {
             smtp.tls_name()
         ))
     })
-}
-
-fn transport(smtp: &SmtpConfig) -> Result<SmtpTransport, DeliveryError> {
-    let tls = match smtp.security {
-        Security::StartTls => Tls::Required(tls_parameters(smtp)?),
-        Security::Tls => Tls::Wrapper(tls_parameters(smtp)?),
-        Security::None => Tls::None,
-    };
-    let mut builder = SmtpTransport::builder_dangerous(smtp.host.as_str())
-        .port(smtp.port)
-        .tls(tls)
-        .timeout(Some(smtp.timeout))
-        .hello_name(client_id(smtp));
-    if let (Some(user), Some(password)) = (&smtp.user, &smtp.password) {
-        if smtp.security == Security::None {
-            return Err(DeliveryError {
-                kind: DeliveryErrorKind::Permanent,
-                message: "credentials are never sent without TLS".into(),
-            });
-        }
-        builder = builder
-            .credentials(Credentials::new(
-                user.clone(),
-                password.expose().to_string(),
-            ))
-            .authentication(vec![Mechanism::Plain, Mechanism::Login]);
-    }
-    Ok(builder.build())
-}
-
-/// Sends one message and says whether a failure is worth retrying.
-pub fn send(smtp: &SmtpConfig, message: &Message) -> Result<(), DeliveryError> {
-    let transport = transport(smtp)?;
-    match transport.send(message) {
-        Ok(response) if response.is_positive() => Ok(()),
-        Ok(response) => Err(DeliveryError {
-            kind: DeliveryErrorKind::Transient,
-            message: format!("the server answered {}", response.code()),
-        }),
-        Err(e) => {
-            let kind = if e.is_permanent() {
-                DeliveryErrorKind::Permanent
-            } else {
-                DeliveryErrorKind::Transient
-            };
-            Err(DeliveryError {
-                kind,
-                message: format!("{}:{}: {}", smtp.host, smtp.port, error_chain(&e)),
-            })
-        }
-    }
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

@@ -265,17 +265,15 @@ fn to_chrono(duration: std::time::Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX)
 }
 
-/// Reads a report zip's metadata and summary.
-fn read_report(
-    zip: &[u8],
-) -> Result<
-    (
-        ReportMeta,
-        String,
-        std::collections::BTreeMap<String, Vec<u8>>,
-    ),
+/// A report read back from its zip: metadata, summary, every entry.
+type OpenedZip = (
+    ReportMeta,
     String,
-> {
+    std::collections::BTreeMap<String, Vec<u8>>,
+);
+
+/// Reads a report zip's metadata and summary.
+fn read_report(zip: &[u8]) -> Result<OpenedZip, String> {
     let entries =
         bundle::read_zip_entries(zip).map_err(|e| format!("the report zip is unreadable: {e}"))?;
     let meta: ReportMeta = entries

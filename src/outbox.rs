@@ -436,11 +436,10 @@ impl Outbox {
                 .and_then(|t| t.elapsed().ok())
                 .unwrap_or_default();
             let owner_gone = owner_pid.is_none_or(|pid| !crate::watcher::process_alive(pid));
-            if (owner_gone && age > std::time::Duration::from_secs(2)) || age > max_age {
-                if std::fs::rename(entry.path(), self.dir(PENDING).join(&name)).is_ok() {
-                    let _ = std::fs::remove_file(self.dir(SENDING).join(format!("{id}.owner")));
-                    released += 1;
-                }
+            let expired = (owner_gone && age > std::time::Duration::from_secs(2)) || age > max_age;
+            if expired && std::fs::rename(entry.path(), self.dir(PENDING).join(&name)).is_ok() {
+                let _ = std::fs::remove_file(self.dir(SENDING).join(format!("{id}.owner")));
+                released += 1;
             }
         }
         Ok(released)

@@ -294,6 +294,15 @@ impl Delivery<'_> {
         &self.config.report.policy
     }
 
+    /// Applies `[report] MaxReports` and `MaxMegabytes` to `pending/`.
+    pub fn enforce_limits(&self) -> std::io::Result<Vec<String>> {
+        let policy = self.policy();
+        self.outbox.enforce_limits(
+            policy.max_reports as usize,
+            policy.max_megabytes.saturating_mul(1024 * 1024),
+        )
+    }
+
     /// Sends one pending report, or holds it (a repeat inside its window,
     /// the hourly limit). `None` when another sender claimed it first.
     pub fn send_one(&self, id: &str) -> std::io::Result<Option<Outcome>> {
@@ -370,6 +379,16 @@ impl Delivery<'_> {
                 meta.occurrences,
                 first_seen.format("%Y-%m-%d %H:%M:%S UTC"),
                 meta.time.format("%Y-%m-%d %H:%M:%S UTC")
+            ));
+        }
+        let dropped: u32 = claim.record().dropped_repeats
+            + repeats
+                .iter()
+                .map(|r| r.record().dropped_repeats)
+                .sum::<u32>();
+        if dropped > 0 {
+            notes.push(format!(
+                "{dropped} older repeat(s) of this crash were dropped from the outbox to keep it within its limits ([report] MaxReports, MaxMegabytes)."
             ));
         }
         let waiting = self.held_back_count(now)?;

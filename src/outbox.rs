@@ -46,6 +46,10 @@ pub struct DeliveryRecord {
     /// The report whose email carried this one (a digest of repeats).
     #[serde(default)]
     pub coalesced_into: Option<String>,
+    /// Older repeats of this report's crash dropped to keep the outbox
+    /// within its limits; told in the email that carries this one.
+    #[serde(default)]
+    pub dropped_repeats: u32,
 }
 
 /// The first retry waits this long; each later one twice as long as the
@@ -399,6 +403,101 @@ impl Outbox {
                 self.root.display()
             ),
         ))
+    }
+
+    /// Writes a report's delivery record in `state`.
+    pub fn write_record(
+        &self,
+        state: &str,
+        id: &str,
+        record: &DeliveryRecord,
+    ) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+        write_atomic(&self.dir(state).join(format!("{id}.json")), &json)
+    }
+
+    /// Keeps `pending/` within `max_reports` and `max_bytes`: while over,
+    /// the oldest report of the crash signature with the most pending
+    /// reports goes, and its newest report counts the drop, so the email
+    /// says so. A signature with one report left is never dropped: when
+    /// only distinct crashes remain, the outbox stays over its limit.
+    /// Returns the ids dropped; each is also logged in `dropped.log`.
+    pub fn enforce_limits(
+        &self,
+        max_reports: usize,
+        max_bytes: u64,
+    ) -> std::io::Result<Vec<String>> {
+        let mut reports: Vec<(String, String, u64)> = Vec::new();
+        let mut total = 0u64;
+        for id in self.pending()? {
+            let path = self.dir(PENDING).join(format!("{id}.zip"));
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            total += size;
+            reports.push((id, String::new(), size));
+        }
+        if reports.len() <= max_reports && total <= max_bytes {
+            return Ok(Vec::new());
+        }
+        for (id, signature, _) in &mut reports {
+            *signature = std::fs::read(self.dir(PENDING).join(format!("{id}.zip")))
+                .ok()
+                .and_then(|zip| crate::bundle::read_zip_entries(&zip).ok())
+                .and_then(|entries| {
+                    serde_json::from_slice::<crate::report::ReportMeta>(
+                        entries.get(crate::bundle::REPORT_JSON)?,
+                    )
+                    .ok()
+                })
+                .map(|meta| meta.signature)
+                .unwrap_or_else(|| format!("unreadable {id}"));
+        }
+        let mut dropped = Vec::new();
+        while reports.len() > max_reports || total > max_bytes {
+            let mut counts: std::collections::HashMap<&str, usize> =
+                std::collections::HashMap::new();
+            for (_, signature, _) in &reports {
+                *counts.entry(signature.as_str()).or_default() += 1;
+            }
+            let Some((signature, _)) = counts
+                .into_iter()
+                .filter(|(_, n)| *n > 1)
+                .max_by_key(|(_, n)| *n)
+            else {
+                break;
+            };
+            let signature = signature.to_string();
+            // `reports` is oldest first: drop the first of this signature,
+            // credit the last.
+            let index = reports
+                .iter()
+                .position(|(_, s, _)| *s == signature)
+                .expect("counted");
+            let (id, _, size) = reports.remove(index);
+            let newest = reports
+                .iter()
+                .rev()
+                .find(|(_, s, _)| *s == signature)
+                .map(|(id, _, _)| id.clone())
+                .expect("counted");
+            let mut record = self.record(PENDING, &newest);
+            record.dropped_repeats += 1 + self.record(PENDING, &id).dropped_repeats;
+            self.write_record(PENDING, &newest, &record)?;
+            std::fs::remove_file(self.dir(PENDING).join(format!("{id}.zip")))?;
+            let _ = std::fs::remove_file(self.dir(PENDING).join(format!("{id}.json")));
+            let line = format!(
+                "{} dropped {id}, an older repeat of: {signature} (counted in {newest})\n",
+                chrono::Utc::now().to_rfc3339()
+            );
+            use std::io::Write as _;
+            let mut log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.root.join("dropped.log"))?;
+            log.write_all(line.as_bytes())?;
+            total = total.saturating_sub(size);
+            dropped.push(id);
+        }
+        Ok(dropped)
     }
 
     /// Deletes the reports in `failed/`: the only reports ever deleted, and

@@ -41,6 +41,8 @@ pub struct ReceiverOptions {
     pub credentials: Option<(String, String)>,
     /// The mechanisms offered (after STARTTLS); empty offers no AUTH.
     pub auth: Vec<AuthMechanism>,
+    /// The port to listen on (on 127.0.0.1); a free one when `None`.
+    pub port: Option<u16>,
 }
 
 /// One SMTP session's handler; mailin clones it per connection.
@@ -124,7 +126,7 @@ impl LoopbackReceiver {
 
     /// Starts a receiver with STARTTLS and authentication as given.
     pub fn start_with(options: ReceiverOptions) -> std::io::Result<LoopbackReceiver> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let listener = TcpListener::bind(("127.0.0.1", options.port.unwrap_or(0)))?;
         let address = listener.local_addr()?;
         let mailbox = Arc::new(Mailbox::default());
         let collector = Collector {

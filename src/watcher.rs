@@ -405,6 +405,14 @@ impl Session {
         self.crashes_reported += 1;
         if let Some(config) = &self.config {
             let delivery = delivery::Delivery { config, outbox };
+            match delivery.enforce_limits() {
+                Ok(dropped) if !dropped.is_empty() => log::warn!(
+                    "the outbox is over its limits: {} older repeat(s) dropped (see dropped.log)",
+                    dropped.len()
+                ),
+                Ok(_) => {}
+                Err(e) => log::error!("the outbox limits could not be applied: {e}"),
+            }
             match delivery.send_one(&id) {
                 Ok(Some(Outcome::Sent { coalesced })) => log::info!(
                     "report {id} sent to {} (with {coalesced} held repeat(s))",

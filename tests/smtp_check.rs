@@ -51,6 +51,7 @@ fn tls_server(auth: Vec<AuthMechanism>) -> TlsServer {
         tls: Some((cert, key)),
         credentials: Some(("support-bot".into(), "p@ss;word#1".into())),
         auth,
+        port: None,
     })
     .unwrap();
     TlsServer { dir, ca, receiver }

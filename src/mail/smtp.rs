@@ -298,14 +298,21 @@ fn classify(smtp: &SmtpConfig, error: lettre::transport::smtp::Error, what: &str
         None if error.is_tls() => DeliveryErrorKind::Configuration,
         None => DeliveryErrorKind::Transient,
     };
+    // For a refusal, the server's own words: "550 5.7.1 …".
+    let detail = match code {
+        Some(code) => {
+            let text = error.to_string();
+            let words = text
+                .split_once("): ")
+                .map(|(_, words)| words.to_string())
+                .unwrap_or(text);
+            format!("the server answered {code} {words}")
+        }
+        None => error_chain(&error),
+    };
     DeliveryError {
         kind,
-        message: format!(
-            "{}:{}: {what}: {}",
-            smtp.host,
-            smtp.port,
-            error_chain(&error)
-        ),
+        message: format!("{}:{}: {what}: {detail}", smtp.host, smtp.port),
         code,
     }
 }

@@ -263,7 +263,7 @@ impl Conversation {
     }
 
     /// Answers the usual commands until QUIT: `ehlo` for EHLO, `auth` for
-    /// AUTH, 250 for the rest.
+    /// AUTH, 250 for the rest; a message after DATA is read and answered 250.
     pub fn serve(&mut self, ehlo: &str, auth: &str) {
         while let Some(line) = self.recv() {
             let verb = line
@@ -274,12 +274,39 @@ impl Conversation {
             match verb.as_str() {
                 "EHLO" => self.send(ehlo),
                 "AUTH" => self.send(auth),
+                "DATA" => {
+                    self.send("354 go ahead");
+                    self.read_message();
+                    self.send("250 2.0.0 queued");
+                }
                 "QUIT" => {
                     self.send("221 bye");
                     return;
                 }
                 _ => self.send("250 ok"),
             }
+        }
+    }
+
+    /// Reads a message up to the lone `.`; returns it without dot-stuffing.
+    pub fn read_message(&mut self) -> Vec<u8> {
+        use std::io::BufRead;
+        let mut message = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            match self.reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return message,
+                Ok(_) => {}
+            }
+            if line == b".\r\n" || line == b".\n" {
+                self.received
+                    .lock()
+                    .unwrap()
+                    .push(format!("<message of {} bytes>", message.len()));
+                return message;
+            }
+            let line = line.strip_prefix(b".").unwrap_or(&line);
+            message.extend_from_slice(line);
         }
     }
 }
@@ -341,4 +368,92 @@ pub fn test_certificates(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) 
     std::fs::write(&paths.1, server_cert.pem()).unwrap();
     std::fs::write(&paths.2, server_key.serialize_pem()).unwrap();
     paths
+}
+
+/// A report built by crashmail itself from a panic record, put straight into
+/// the outbox: fast enough to queue hundreds. Returns its id.
+pub fn queue_report(outbox: &crashmail::outbox::Outbox, message: &str, log: &[u8]) -> String {
+    let dir = outbox.root().join("logs-for-queued-reports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_path = dir.join(format!("{}.log", uuid::Uuid::new_v4()));
+    std::fs::write(&log_path, log).unwrap();
+    let panic = crashmail_handler::protocol::PanicRecord {
+        protocol: crashmail_handler::protocol::PROTOCOL_VERSION,
+        app_name: "orders".into(),
+        app_version: "2.1.0".into(),
+        pid: 4242,
+        message: message.into(),
+        location: Some("src/orders.rs:10:5".into()),
+        thread: "main".into(),
+        backtrace: "   0: orders::book\n             at ./src/orders.rs:10:5\n   1: orders::main\n"
+            .into(),
+        native_frames: Vec::new(),
+        breadcrumbs: Vec::new(),
+        log_files: vec![log_path.clone()],
+        time_ms: chrono::Utc::now().timestamp_millis() as u64,
+    };
+    let evidence = crashmail::assemble::CrashEvidence {
+        app_name: "orders".into(),
+        app_version: "2.1.0".into(),
+        pid: 4242,
+        log_files: vec![log_path.clone()],
+        panic: Some(panic),
+        ..Default::default()
+    };
+    let contents = crashmail::assemble::assemble(evidence, 64 * 1024 * 1024);
+    let id = contents.meta.id.to_string();
+    outbox.add(&id, &contents.to_zip().unwrap()).unwrap();
+    std::fs::remove_file(log_path).unwrap();
+    id
+}
+
+/// A configuration for a server on 127.0.0.1:`port`, with extra `[report]` lines.
+pub fn config_for(
+    dir: &Path,
+    port: u16,
+    smtp_extra: &str,
+    report_lines: &str,
+) -> crashmail::config::Config {
+    let path = dir.join("AXIS.INI");
+    std::fs::write(
+        &path,
+        format!(
+            "[smtp]\nServer = 127.0.0.1:{port}\nSecurity = none\nDomain = example.com\nTo = support@example.com\nTimeout = 2\nConnectTimeout = 2\n{smtp_extra}[report]\n{report_lines}"
+        ),
+    )
+    .unwrap();
+    crashmail::config::load(&path).unwrap()
+}
+
+/// Incompressible printable bytes, as a busy log looks to a zip.
+pub fn noisy_log(size: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..size)
+        .map(|i| {
+            if i % 100 == 99 {
+                return b'\n';
+            }
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            b' ' + (state % 94) as u8
+        })
+        .collect()
+}
+
+/// A free port on 127.0.0.1 that nothing listens on.
+pub fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Number of report zips in one state folder of the outbox.
+pub fn zips_in(outbox: &crashmail::outbox::Outbox, state: &str) -> usize {
+    files_in(&outbox.dir(state))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "zip"))
+        .count()
 }

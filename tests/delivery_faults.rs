@@ -1,0 +1,653 @@
+//! The outbox against servers that are down, refuse, stall or break, and
+//! against crash loops: nothing is lost, nothing is sent twice without need,
+//! no wait is unbounded, no mailbox is flooded.
+
+mod common;
+
+use common::*;
+use crashmail::delivery::{Delivery, Due, Outcome};
+use crashmail::outbox::{Outbox, FAILED, PENDING, SENT};
+use crashmail::receiver::{LoopbackReceiver, ReceiverOptions};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn flush(outbox: &Outbox, config: &crashmail::config::Config, due: Due) -> Vec<(String, Outcome)> {
+    Delivery { config, outbox }
+        .flush(due, &mut |_, _| {})
+        .unwrap()
+}
+
+fn message_ids(receiver: &LoopbackReceiver) -> Vec<String> {
+    receiver
+        .messages()
+        .iter()
+        .map(|m| parse_mail(&m.data).message_id)
+        .collect()
+}
+
+#[test]
+fn server_down_with_twenty_queued_then_up_delivers_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+    for n in 0..20 {
+        queue_report(
+            &outbox,
+            &format!(
+                "distinct crash {}",
+                ["a", "b", "c", "d", "e"][n % 5].repeat(n + 1)
+            ),
+            b"log\n",
+        );
+    }
+    let port = unused_port();
+    let config = config_for(dir.path(), port, "", "MailsPerHour = 100\n");
+    let first = flush(&outbox, &config, Due::All);
+    assert_eq!(first.len(), 20);
+    assert!(
+        first.iter().all(|(_, o)| matches!(o, Outcome::Kept(_))),
+        "{first:?}"
+    );
+    assert_eq!(
+        zips_in(&outbox, PENDING),
+        20,
+        "nothing lost while the server is down"
+    );
+
+    let receiver = LoopbackReceiver::start_with(ReceiverOptions {
+        port: Some(port),
+        ..Default::default()
+    })
+    .unwrap();
+    let second = flush(&outbox, &config, Due::All);
+    assert!(
+        second
+            .iter()
+            .all(|(_, o)| matches!(o, Outcome::Sent { .. })),
+        "{second:?}"
+    );
+    let ids = message_ids(&receiver);
+    assert_eq!(ids.len(), 20);
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 20, "each report once");
+    assert_eq!(zips_in(&outbox, SENT), 20);
+}
+
+/// A peer that answers each connection by its number: `script(n, conversation)`.
+fn counting_peer(
+    script: impl Fn(usize, &mut Conversation) + Send + Sync + 'static,
+) -> (ScriptedPeer, Arc<AtomicUsize>) {
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    let peer = ScriptedPeer::start(move |c| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        script(n, c)
+    });
+    (peer, connections)
+}
+
+fn one_report_through(
+    peer_port: u16,
+) -> (tempfile::TempDir, Outbox, crashmail::config::Config, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+    let id = queue_report(&outbox, "boom", b"log\n");
+    let config = config_for(dir.path(), peer_port, "", "");
+    (dir, outbox, config, id)
+}
+
+#[test]
+fn a_421_greeting_is_retried_and_then_delivered() {
+    let (peer, _) = counting_peer(|n, c| {
+        if n == 0 {
+            c.send("421 4.3.2 too busy");
+        } else {
+            c.send("220 ok");
+            c.serve("250 ok", "235 ok");
+        }
+    });
+    let (_dir, outbox, config, id) = one_report_through(peer.port);
+    let first = flush(&outbox, &config, Due::All);
+    assert!(
+        matches!(&first[0].1, Outcome::Kept(why) if why.contains("421")),
+        "{first:?}"
+    );
+    let record = outbox.record(PENDING, &id);
+    assert_eq!(record.attempts, 1);
+    assert!(
+        !record.is_due(chrono::Utc::now(), &config.fingerprint),
+        "backoff before the next try"
+    );
+    let second = flush(&outbox, &config, Due::All);
+    assert_eq!(second[0].1, Outcome::Sent { coalesced: 0 });
+}
+
+#[test]
+fn a_452_to_rcpt_is_retried_and_then_delivered() {
+    let (peer, _) = counting_peer(|n, c| {
+        c.send("220 ok");
+        while let Some(line) = c.recv() {
+            if line.starts_with("RCPT") && n == 0 {
+                c.send("452 4.2.2 mailbox full, try later");
+            } else if line == "DATA" {
+                c.send("354 go");
+                c.read_message();
+                c.send("250 queued");
+            } else if line == "QUIT" {
+                c.send("221 bye");
+                return;
+            } else {
+                c.send("250 ok");
+            }
+        }
+    });
+    let (_dir, outbox, config, _id) = one_report_through(peer.port);
+    let first = flush(&outbox, &config, Due::All);
+    assert!(
+        matches!(&first[0].1, Outcome::Kept(why) if why.contains("452")),
+        "{first:?}"
+    );
+    let second = flush(&outbox, &config, Due::All);
+    assert_eq!(second[0].1, Outcome::Sent { coalesced: 0 });
+}
+
+#[test]
+fn a_connection_reset_in_the_middle_of_data_is_retried_and_then_delivered() {
+    let (peer, _) = counting_peer(|n, c| {
+        c.send("220 ok");
+        while let Some(line) = c.recv() {
+            match line.as_str() {
+                "DATA" if n == 0 => {
+                    c.send("354 go");
+                    // Read a little of the message, then drop the line.
+                    let _ = c.recv();
+                    return;
+                }
+                "DATA" => {
+                    c.send("354 go");
+                    c.read_message();
+                    c.send("250 queued");
+                }
+                "QUIT" => {
+                    c.send("221 bye");
+                    return;
+                }
+                _ => c.send("250 ok"),
+            }
+        }
+    });
+    let (_dir, outbox, config, _id) = one_report_through(peer.port);
+    let first = flush(&outbox, &config, Due::All);
+    assert!(matches!(&first[0].1, Outcome::Kept(_)), "{first:?}");
+    let second = flush(&outbox, &config, Due::All);
+    assert_eq!(second[0].1, Outcome::Sent { coalesced: 0 });
+}
+
+#[test]
+fn a_550_after_data_fails_after_exactly_one_attempt_with_the_servers_words() {
+    let (peer, connections) = counting_peer(|_, c| {
+        c.send("220 ok");
+        while let Some(line) = c.recv() {
+            match line.as_str() {
+                "DATA" => {
+                    c.send("354 go");
+                    c.read_message();
+                    c.send("550 5.7.1 message refused: policy violation");
+                }
+                "QUIT" => {
+                    c.send("221 bye");
+                    return;
+                }
+                _ => c.send("250 ok"),
+            }
+        }
+    });
+    let (_dir, outbox, config, id) = one_report_through(peer.port);
+    let first = flush(&outbox, &config, Due::All);
+    assert!(
+        matches!(&first[0].1, Outcome::Failed(why) if why.contains("policy violation")),
+        "{first:?}"
+    );
+    assert_eq!(zips_in(&outbox, FAILED), 1);
+    let record = outbox.record(FAILED, &id);
+    assert_eq!(record.attempts, 1);
+    let error = record.last_error.unwrap();
+    assert!(error.contains("550 5.7.1 message refused"), "{error}");
+    assert!(
+        flush(&outbox, &config, Due::All).is_empty(),
+        "a failed report is not tried again"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_server_that_never_answers_after_data_cannot_hold_the_sender() {
+    let peer = ScriptedPeer::start(|c| {
+        c.send("220 ok");
+        while let Some(line) = c.recv() {
+            match line.as_str() {
+                "DATA" => {
+                    c.send("354 go");
+                    c.read_message();
+                    std::thread::sleep(Duration::from_secs(60));
+                    return;
+                }
+                _ => c.send("250 ok"),
+            }
+        }
+    });
+    let (_dir, outbox, config, _id) = one_report_through(peer.port);
+    let started = Instant::now();
+    let outcomes = flush(&outbox, &config, Due::All);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "bounded by Timeout = 2: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(&outcomes[0].1, Outcome::Kept(why) if why.contains("may have the message")),
+        "{outcomes:?}"
+    );
+    assert_eq!(zips_in(&outbox, PENDING), 1, "the report stays pending");
+}
+
+#[test]
+fn a_size_limit_of_one_megabyte_with_five_megabytes_of_logs_is_kept_and_said() {
+    let received: Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let store = received.clone();
+    let peer = ScriptedPeer::start(move |c| {
+        c.send("220 ok");
+        while let Some(line) = c.recv() {
+            match line.split_whitespace().next().unwrap_or("") {
+                "EHLO" => c.send("250-small.example.com\r\n250 SIZE 1048576"),
+                "DATA" => {
+                    c.send("354 go");
+                    let message = c.read_message();
+                    let too_big = message.len() > 1_048_576;
+                    store.lock().unwrap().push(message);
+                    c.send(if too_big {
+                        "552 5.3.4 message too big"
+                    } else {
+                        "250 queued"
+                    });
+                }
+                "QUIT" => {
+                    c.send("221 bye");
+                    return;
+                }
+                _ => c.send("250 ok"),
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+    queue_report(&outbox, "boom", &noisy_log(5 * 1024 * 1024));
+    let config = config_for(dir.path(), peer.port, "", "");
+    let outcomes = flush(&outbox, &config, Due::All);
+    assert_eq!(outcomes[0].1, Outcome::Sent { coalesced: 0 });
+    let messages = received.lock().unwrap();
+    assert_eq!(messages.len(), 1, "fitted before sending, not after a 552");
+    assert!(
+        messages[0].len() <= 1_048_576,
+        "{} bytes",
+        messages[0].len()
+    );
+    assert!(
+        peer.received()
+            .iter()
+            .any(|l| l.starts_with("MAIL FROM:") && l.contains("SIZE=")),
+        "{:?}",
+        peer.received()
+    );
+    let mail = parse_mail(&messages[0]);
+    assert!(
+        mail.text.contains("truncated from the front"),
+        "{}",
+        mail.text
+    );
+    assert!(mail.entries.contains_key("report.json"));
+    let log = mail
+        .entries
+        .iter()
+        .find(|(name, _)| name.starts_with("logs/"))
+        .map(|(_, bytes)| bytes)
+        .unwrap();
+    assert!(log.len() < 1_048_576 && !log.is_empty());
+    assert!(
+        noisy_log(5 * 1024 * 1024).ends_with(log),
+        "the tail is kept, byte for byte"
+    );
+}
+
+#[test]
+fn a_552_gets_one_more_try_without_the_minidump() {
+    let (peer, connections) = counting_peer(|n, c| {
+        c.send("220 ok");
+        while let Some(line) = c.recv() {
+            match line.as_str() {
+                "DATA" => {
+                    c.send("354 go");
+                    c.read_message();
+                    c.send(if n == 0 {
+                        "552 5.3.4 too big for this mailbox"
+                    } else {
+                        "250 queued"
+                    });
+                }
+                "QUIT" => {
+                    c.send("221 bye");
+                    return;
+                }
+                _ => c.send("250 ok"),
+            }
+        }
+    });
+    let (_dir, outbox, config, _id) = one_report_through(peer.port);
+    let outcomes = flush(&outbox, &config, Due::All);
+    assert_eq!(outcomes[0].1, Outcome::Sent { coalesced: 0 });
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn two_flushers_on_one_outbox_send_each_of_fifty_reports_exactly_once() {
+    let receiver = LoopbackReceiver::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let outbox_dir = dir.path().join("outbox");
+    let outbox = Outbox::open(&outbox_dir).unwrap();
+    for n in 0..50 {
+        queue_report(&outbox, &format!("crash {}", "x".repeat(n + 1)), b"log\n");
+    }
+    let config = config_for(dir.path(), receiver.port(), "", "MailsPerHour = 200\n");
+    let flushers: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(crashmail_exe())
+                .args(["outbox", "flush", "--outbox"])
+                .arg(&outbox_dir)
+                .arg("--ini")
+                .arg(&config.path)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut flusher in flushers {
+        assert!(flusher.wait().unwrap().success());
+    }
+    let ids = message_ids(&receiver);
+    assert_eq!(ids.len(), 50, "each report arrived");
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for id in ids {
+        *counts.entry(id).or_default() += 1;
+    }
+    assert!(counts.values().all(|n| *n == 1), "none twice: {counts:?}");
+    assert_eq!(zips_in(&outbox, SENT), 50);
+}
+
+#[test]
+fn a_flusher_killed_right_after_the_servers_250_causes_at_most_one_duplicate() {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let tx = std::sync::Mutex::new(tx);
+    let peer = ScriptedPeer::start(move |c| {
+        c.send("220 ok");
+        while let Some(line) = c.recv() {
+            match line.as_str() {
+                "DATA" => {
+                    c.send("354 go");
+                    let message = c.read_message();
+                    c.send("250 queued");
+                    let _ = tx.lock().unwrap().send(message);
+                    std::thread::sleep(Duration::from_secs(5));
+                    return;
+                }
+                _ => c.send("250 ok"),
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let outbox_dir = dir.path().join("outbox");
+    let outbox = Outbox::open(&outbox_dir).unwrap();
+    queue_report(&outbox, "boom", b"log\n");
+    let config = config_for(dir.path(), peer.port, "", "");
+    let mut flusher = std::process::Command::new(crashmail_exe())
+        .args(["outbox", "flush", "--outbox"])
+        .arg(&outbox_dir)
+        .arg("--ini")
+        .arg(&config.path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let first_copy = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the message reached the server");
+    flusher.kill().unwrap();
+    flusher.wait().unwrap();
+
+    // The next flush, against a real server, finds the dead sender's claim
+    // and sends the report again, if it was not yet marked sent.
+    let receiver = LoopbackReceiver::start().unwrap();
+    let config = config_for(dir.path(), receiver.port(), "", "");
+    std::thread::sleep(Duration::from_millis(2100));
+    flush(&outbox, &config, Due::All);
+    let resent = receiver.messages();
+    assert!(resent.len() <= 1, "at most one duplicate");
+    if let Some(copy) = resent.first() {
+        assert_eq!(
+            parse_mail(&copy.data).message_id,
+            parse_mail(&first_copy).message_id,
+            "the duplicate carries the same Message-ID"
+        );
+    }
+    assert_eq!(zips_in(&outbox, SENT), 1, "the report ends in sent/, once");
+    assert_eq!(zips_in(&outbox, PENDING) + zips_in(&outbox, "sending"), 0);
+}
+
+#[test]
+fn a_crash_loop_stays_within_the_hourly_limit_and_loses_nothing() {
+    let receiver = LoopbackReceiver::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+    for _ in 0..100 {
+        queue_report(&outbox, "the same panic", b"log\n");
+    }
+    for n in 0..50 {
+        queue_report(
+            &outbox,
+            &format!("different {}", "q".repeat(n + 1)),
+            b"log\n",
+        );
+    }
+    let config = config_for(dir.path(), receiver.port(), "", "MailsPerHour = 30\n");
+    let outcomes = flush(&outbox, &config, Due::Only);
+    assert_eq!(receiver.messages().len(), 30, "exactly the hourly limit");
+    let held = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Held(_)))
+        .count();
+    assert_eq!(held, 120);
+    assert_eq!(
+        zips_in(&outbox, PENDING) + zips_in(&outbox, SENT),
+        150,
+        "nothing lost from the outbox's record"
+    );
+    // A second flush in the same hour sends nothing more.
+    flush(&outbox, &config, Due::Only);
+    assert_eq!(receiver.messages().len(), 30);
+    // Each held report says why it waits.
+    for id in outbox.pending().unwrap() {
+        let held = outbox.record(PENDING, &id).held.expect("a reason");
+        assert!(
+            held.contains("30 mails an hour") || held.contains("a repeat"),
+            "{held}"
+        );
+    }
+}
+
+#[test]
+fn repeats_of_one_crash_are_mailed_once_then_as_one_digest_with_the_count() {
+    let receiver = LoopbackReceiver::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+    let config = config_for(
+        dir.path(),
+        receiver.port(),
+        "",
+        "RepeatWindow = 2s\nMailsPerHour = 100\n",
+    );
+    queue_report(&outbox, "the same panic", b"log\n");
+    flush(&outbox, &config, Due::Only);
+    assert_eq!(receiver.messages().len(), 1, "the first is mailed at once");
+    for _ in 0..99 {
+        queue_report(&outbox, "the same panic", b"log\n");
+    }
+    let outcomes = flush(&outbox, &config, Due::Only);
+    assert!(
+        outcomes.iter().all(|(_, o)| matches!(o, Outcome::Held(_))),
+        "repeats are held"
+    );
+    assert_eq!(receiver.messages().len(), 1);
+
+    std::thread::sleep(Duration::from_millis(2200));
+    flush(&outbox, &config, Due::Only);
+    let messages = receiver.messages();
+    assert_eq!(messages.len(), 2, "one digest for the 99 repeats");
+    let digest = parse_mail(&messages[1].data);
+    assert!(digest.text.contains("occurred 99 times"), "{}", digest.text);
+    assert_eq!(
+        report_json(&digest)["occurrences"],
+        1,
+        "the attached report is one crash; the count is in the mail"
+    );
+    assert_eq!(zips_in(&outbox, SENT), 100, "every repeat is accounted for");
+    let coalesced = files_in(&outbox.dir(SENT))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .contains("coalesced_into")
+        })
+        .count();
+    assert!(coalesced >= 98, "{coalesced}");
+}
+
+#[test]
+fn over_its_limit_the_outbox_drops_the_oldest_repeats_never_a_distinct_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+    for _ in 0..8 {
+        queue_report(&outbox, "the same panic", b"log\n");
+    }
+    for word in ["alpha", "bravo", "charlie", "delta"] {
+        queue_report(&outbox, &format!("distinct {word}"), b"log\n");
+    }
+    let receiver = LoopbackReceiver::start().unwrap();
+    let config = config_for(
+        dir.path(),
+        receiver.port(),
+        "",
+        "MaxReports = 5\nMailsPerHour = 100\n",
+    );
+    let dropped = Delivery {
+        config: &config,
+        outbox: &outbox,
+    }
+    .enforce_limits()
+    .unwrap();
+    assert_eq!(dropped.len(), 7, "the repeats go down to one");
+    assert_eq!(
+        zips_in(&outbox, PENDING),
+        5,
+        "one repeat and the four distinct crashes"
+    );
+    let log = std::fs::read_to_string(outbox.root().join("dropped.log")).unwrap();
+    assert_eq!(log.lines().count(), 7, "every drop is noted");
+
+    // Still over with only distinct crashes: nothing more is dropped.
+    let config = config_for(
+        dir.path(),
+        receiver.port(),
+        "",
+        "MaxReports = 2\nMailsPerHour = 100\n",
+    );
+    assert!(Delivery {
+        config: &config,
+        outbox: &outbox
+    }
+    .enforce_limits()
+    .unwrap()
+    .is_empty());
+    assert_eq!(zips_in(&outbox, PENDING), 5);
+
+    flush(&outbox, &config, Due::All);
+    let texts: Vec<String> = receiver
+        .messages()
+        .iter()
+        .map(|m| parse_mail(&m.data).text)
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("7 older repeat(s) of this crash were dropped")),
+        "{texts:?}"
+    );
+}
+
+#[test]
+fn a_report_that_cannot_be_delivered_for_too_long_goes_to_failed_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+    let id = queue_report(&outbox, "boom", b"log\n");
+    let config = config_for(dir.path(), unused_port(), "", "GiveUpAfter = 1s\n");
+    let first = flush(&outbox, &config, Due::All);
+    assert!(matches!(&first[0].1, Outcome::Kept(_)), "{first:?}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = flush(&outbox, &config, Due::All);
+    assert!(
+        matches!(&second[0].1, Outcome::Failed(why) if why.contains("gave up")),
+        "{second:?}"
+    );
+    let record = outbox.record(FAILED, &id);
+    assert_eq!(record.attempts, 2);
+    assert!(record.last_error.unwrap().contains("refused"));
+}
+
+#[test]
+fn refused_credentials_wait_for_a_configuration_change_not_a_tight_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_certificates(dir.path(), "mail.example.com");
+    let receiver = LoopbackReceiver::start_with(ReceiverOptions {
+        tls: Some((cert, key)),
+        credentials: Some(("bot".into(), "right".into())),
+        auth: vec![crashmail::receiver::AuthMechanism::Plain],
+        port: None,
+    })
+    .unwrap();
+    let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+    let id = queue_report(&outbox, "boom", b"log\n");
+    let smtp = |password: &str| {
+        format!(
+            "Security = starttls\nTlsServerName = mail.example.com\nCaFile = {}\nUser = bot\nPassword = {password}\n",
+            ca.display()
+        )
+    };
+    let config = config_for(dir.path(), receiver.port(), &smtp("wrong"), "");
+    let first = flush(&outbox, &config, Due::All);
+    assert!(
+        matches!(&first[0].1, Outcome::Kept(why) if why.starts_with("configuration problem") && why.contains("535")),
+        "{first:?}"
+    );
+    assert!(
+        flush(&outbox, &config, Due::Only).is_empty(),
+        "not retried while nothing changed"
+    );
+    assert_eq!(receiver.logins().len(), 1);
+
+    std::thread::sleep(Duration::from_millis(20));
+    let fixed = config_for(dir.path(), receiver.port(), &smtp("right"), "");
+    assert_ne!(fixed.fingerprint, config.fingerprint);
+    let after_fix = flush(&outbox, &fixed, Due::Only);
+    assert_eq!(after_fix, vec![(id, Outcome::Sent { coalesced: 0 })]);
+}

@@ -310,6 +310,11 @@ impl Delivery<'_> {
             return Ok(None);
         };
         let zip = std::fs::read(claim.path())?;
+        if let Ok(entries) = bundle::read_zip_entries(&zip) {
+            if entries.contains_key(crate::outgoing::MESSAGE_JSON) {
+                return self.send_email(claim, &entries).map(Some);
+            }
+        }
         let (mut meta, summary, entries) = match read_report(&zip) {
             Ok(report) => report,
             Err(why) => {
@@ -444,6 +449,50 @@ impl Delivery<'_> {
                 }
                 self.record_failure(claim, &error, now).map(Some)
             }
+        }
+    }
+
+    /// An application email: no digests and no hourly limit (those are
+    /// for crash loops); the same retries and the same record.
+    fn send_email(
+        &self,
+        claim: crate::outbox::Claim,
+        entries: &std::collections::BTreeMap<String, Vec<u8>>,
+    ) -> std::io::Result<Outcome> {
+        let prepared = crate::outgoing::unpack(entries).and_then(|email| {
+            let message = crate::outgoing::build_message(&self.config.smtp, &email, claim.id())?;
+            Ok((email, message.formatted()))
+        });
+        let (email, message) = match prepared {
+            Ok(prepared) => prepared,
+            Err(why) => {
+                claim.finish(crate::outbox::FAILED, |r| r.last_error = Some(why.clone()))?;
+                return Ok(Outcome::Failed(why));
+            }
+        };
+        let smtp = self.config.smtp.clone();
+        let envelope = mail::Envelope {
+            from: bare_address(&smtp.from),
+            to: email
+                .to
+                .iter()
+                .chain(email.cc.iter())
+                .map(|a| bare_address(a))
+                .collect(),
+        };
+        let build: mail::MessageBuilder = Box::new(move |limit| match limit {
+            Some(limit) if message.len() as u64 > limit => Err(format!(
+                "the message is {} bytes, more than the limit of {limit} bytes",
+                message.len()
+            )),
+            _ => Ok(message),
+        });
+        match mail::deliver(&smtp, envelope, build, mail::send_deadline(&smtp)) {
+            Ok(_) => {
+                claim.sent()?;
+                Ok(Outcome::Sent { coalesced: 0 })
+            }
+            Err(error) => self.record_failure(claim, &error, chrono::Utc::now()),
         }
     }
 

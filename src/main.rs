@@ -47,6 +47,22 @@ enum Command {
         #[arg(long, value_name = "ADDRESS")]
         send_test: Option<String>,
     },
+    /// Send an email through AXIS.INI's server and the outbox (for scripts).
+    Send(SendArgs),
+    /// Email a report by hand: in the desktop mail client, or from the terminal.
+    Compose {
+        /// Files to attach (a report zip or .eml suggests the subject).
+        #[arg(long)]
+        attach: Vec<PathBuf>,
+        /// Insist on the desktop mail client (xdg-email).
+        #[arg(long, conflicts_with = "no_client")]
+        client: bool,
+        /// Never use the desktop mail client.
+        #[arg(long)]
+        no_client: bool,
+        #[arg(long)]
+        ini: Option<PathBuf>,
+    },
     /// Show a report: a report zip, an .eml carrying one, or an extracted folder.
     Inspect {
         report: PathBuf,
@@ -117,6 +133,33 @@ struct SetupArgs {
     /// Write the settings without checking the server.
     #[arg(long)]
     no_check: bool,
+}
+
+#[derive(clap::Args)]
+struct SendArgs {
+    /// Recipient(s); repeat or separate with commas.
+    #[arg(long, required = true)]
+    to: Vec<String>,
+    #[arg(long)]
+    cc: Vec<String>,
+    #[arg(long)]
+    subject: String,
+    /// The text of the message.
+    #[arg(long, conflicts_with = "body_file")]
+    body: Option<String>,
+    /// A file holding the text (without --body or --body-file: standard input).
+    #[arg(long)]
+    body_file: Option<PathBuf>,
+    /// An HTML alternative to the text.
+    #[arg(long)]
+    html_file: Option<PathBuf>,
+    #[arg(long)]
+    attach: Vec<PathBuf>,
+    /// Deliver now and wait for the server's answer.
+    #[arg(long)]
+    now: bool,
+    #[arg(long)]
+    ini: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -202,6 +245,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Setup(args) => setup(args),
+        Command::Send(args) => send(args),
+        Command::Compose {
+            attach,
+            client,
+            no_client,
+            ini,
+        } => compose(attach, client, no_client, ini),
         Command::Check { ini, send_test } => Ok(check(ini.as_deref(), send_test.as_deref())),
         Command::Inspect {
             report,
@@ -385,6 +435,175 @@ fn flush(outbox: &Outbox, config: &config::Config, due: bool) -> anyhow::Result<
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `crashmail send` and `crashmail compose`: the message is queued in the outbox.
+const EXIT_QUEUED: u8 = 3;
+/// `crashmail check`, `setup`, `send`, `compose`: AXIS.INI is missing or invalid.
+const EXIT_CONFIGURATION: u8 = 10;
+
+/// `crashmail send`.
+fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
+    use crashmail::outgoing::{Email, Mailer, MailerError, SendOutcome};
+    use std::io::Read;
+    let mailer = match Mailer::from_axis_ini(args.ini.as_deref()) {
+        Ok(mailer) => mailer,
+        Err(e) => {
+            eprintln!("crashmail: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIGURATION));
+        }
+    };
+    print_warnings(mailer.config());
+    let text = match (&args.body, &args.body_file) {
+        (Some(body), _) => body.clone(),
+        (None, Some(file)) => {
+            std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+        }
+        (None, None) => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            text
+        }
+    };
+    let mut email = Email::new(args.subject.clone(), text);
+    for to in args
+        .to
+        .iter()
+        .flat_map(|list| config::split_addresses(list))
+    {
+        email = email.to(to);
+    }
+    for cc in args
+        .cc
+        .iter()
+        .flat_map(|list| config::split_addresses(list))
+    {
+        email = email.cc(cc);
+    }
+    if let Some(html) = &args.html_file {
+        email = email.html(
+            std::fs::read_to_string(html)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", html.display()))?,
+        );
+    }
+    for path in &args.attach {
+        email = email.attach_file(path)?;
+    }
+    let invalid =
+        |e: &MailerError| matches!(e, MailerError::InvalidAddress(_) | MailerError::NoRecipient);
+    if !args.now {
+        return match mailer.queue(&email) {
+            Ok(id) => {
+                println!("queued {id}");
+                start_background_flush(&args.ini);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) if invalid(&e) => {
+                eprintln!("crashmail: {e}");
+                Ok(ExitCode::from(2))
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
+    match mailer.send_now(&email) {
+        Ok(SendOutcome::Delivered { id }) => {
+            println!("delivered {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(SendOutcome::Queued { id, reason }) => {
+            println!("queued {id}: {reason}");
+            Ok(ExitCode::from(EXIT_QUEUED))
+        }
+        Ok(SendOutcome::Refused { id, reason }) => {
+            println!("refused {id}: {reason}");
+            Ok(ExitCode::from(EXIT_REFUSED))
+        }
+        Err(e) if invalid(&e) => {
+            eprintln!("crashmail: {e}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Delivery follows a queued message: a detached `crashmail outbox flush
+/// --due`, so the caller does not wait for the server.
+fn start_background_flush(ini: &Option<PathBuf>) {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(["outbox", "flush", "--due"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(ini) = ini {
+        command.arg("--ini").arg(ini);
+    }
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let _ = command.spawn();
+}
+
+/// `crashmail compose`.
+fn compose(
+    attach: Vec<PathBuf>,
+    client: bool,
+    no_client: bool,
+    ini: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    use crashmail::compose;
+    use crashmail::outgoing::{Mailer, SendOutcome};
+    for path in &attach {
+        if !path.is_file() {
+            anyhow::bail!("{}: no such file to attach", path.display());
+        }
+    }
+    let mailer = match Mailer::from_axis_ini(ini.as_deref()) {
+        Ok(mailer) => mailer,
+        Err(e) => {
+            eprintln!("crashmail: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIGURATION));
+        }
+    };
+    let desktop = if no_client {
+        None
+    } else {
+        compose::desktop_client()
+    };
+    if client && desktop.is_none() {
+        anyhow::bail!("--client: no desktop mail client (xdg-email on PATH and a graphical session) is available");
+    }
+    if let Some(desktop) = desktop {
+        let subject = compose::subject_from_attachments(&attach).unwrap_or_else(|| "Report".into());
+        let to = mailer.config().smtp.to.join(",");
+        if compose::open_in_client(&desktop, &to, &subject, "", &attach)? {
+            println!("The draft is open in your mail client.");
+            return Ok(ExitCode::SUCCESS);
+        }
+        anyhow::bail!(
+            "the desktop mail client ({}) did not take the draft",
+            desktop.display()
+        );
+    }
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut output = std::io::stdout();
+    match compose::in_terminal(&mailer, &attach, &mut input, &mut output)? {
+        None => Ok(ExitCode::from(1)),
+        Some(SendOutcome::Delivered { id }) => {
+            println!("Sent ({id}).");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(SendOutcome::Queued { id, reason }) => {
+            println!("Queued ({id}); it will be sent later: {reason}");
+            Ok(ExitCode::from(EXIT_QUEUED))
+        }
+        Some(SendOutcome::Refused { id, reason }) => {
+            println!("Refused ({id}): {reason}");
+            Ok(ExitCode::from(EXIT_REFUSED))
+        }
+    }
 }
 
 /// `crashmail setup`.

@@ -241,9 +241,13 @@ pub fn listing(outbox: &Outbox) -> std::io::Result<String> {
                     .ok()
                 });
             let record = outbox.record(state, id);
-            let (app, reason) = meta
-                .map(|m| (format!("{} {}", m.app_name, m.app_version), m.reason))
-                .unwrap_or_else(|| ("?".into(), "(report.json unreadable)".into()));
+            let (app, reason) = match meta {
+                Some(m) => (format!("{} {}", m.app_name, m.app_version), m.reason),
+                None => match email_subject(&entry.path()) {
+                    Some(subject) => ("(email)".into(), subject),
+                    None => ("?".into(), "(report.json unreadable)".into()),
+                },
+            };
             let error = if state == SENT {
                 String::new()
             } else {
@@ -302,6 +306,14 @@ pub fn listing(outbox: &Outbox) -> std::io::Result<String> {
         let _ = writeln!(out, "\n{incoming} crash record(s) in incoming/ wait to be bundled: run `crashmail outbox flush`.");
     }
     Ok(out)
+}
+
+/// The subject of an application email in the outbox.
+fn email_subject(zip: &Path) -> Option<String> {
+    let entries = crate::bundle::read_zip_entries(&std::fs::read(zip).ok()?).ok()?;
+    crate::outgoing::unpack(&entries)
+        .ok()
+        .map(|email| email.subject)
 }
 
 fn human_age(age: std::time::Duration) -> String {

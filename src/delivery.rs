@@ -402,18 +402,13 @@ impl Delivery<'_> {
                 "{waiting} more report(s) wait in the outbox because of the hourly mail limit."
             ));
         }
-        let mut body = summary.clone();
-        if !notes.is_empty() {
-            body = format!("{}\n\n{}", notes.join("\n"), body);
-        }
-
-        let mut result = self.deliver(&meta, &body, &entries, &zip, false);
+        let mut result = self.deliver(&meta, &summary, &notes, &entries, &zip, false);
         if result
             .as_ref()
             .is_err_and(|e| e.kind == mail::DeliveryErrorKind::TooLarge)
         {
             // 552: one more try, minidump left out and logs halved.
-            result = self.deliver(&meta, &body, &entries, &zip, true);
+            result = self.deliver(&meta, &summary, &notes, &entries, &zip, true);
         }
         let now = chrono::Utc::now();
         match result {
@@ -499,14 +494,16 @@ impl Delivery<'_> {
     fn deliver(
         &self,
         meta: &ReportMeta,
-        body: &str,
+        summary: &str,
+        notes: &[String],
         entries: &std::collections::BTreeMap<String, Vec<u8>>,
         zip: &[u8],
         smaller: bool,
     ) -> Result<mail::Delivered, mail::DeliveryError> {
         let smtp = self.config.smtp.clone();
         let meta = meta.clone();
-        let body = body.to_string();
+        let summary = summary.to_string();
+        let notes = notes.to_vec();
         let entries = entries.clone();
         let zip = zip.to_vec();
         let envelope = mail::Envelope {
@@ -520,8 +517,17 @@ impl Delivery<'_> {
         };
         let builder_smtp = smtp.clone();
         let build: mail::MessageBuilder = Box::new(move |limit| {
-            mail::fit_report(&builder_smtp, &meta, &body, &entries, &zip, limit, smaller)
-                .map(|fitted| fitted.message)
+            mail::fit_report(
+                &builder_smtp,
+                &meta,
+                &summary,
+                &notes,
+                &entries,
+                &zip,
+                limit,
+                smaller,
+            )
+            .map(|fitted| fitted.message)
         });
         mail::deliver(&smtp, envelope, build, mail::send_deadline(&smtp))
     }

@@ -406,3 +406,37 @@ fn the_outbox_named_in_axis_ini_is_used_when_the_application_names_none() {
         "the report went through the configured outbox"
     );
 }
+
+#[test]
+fn the_email_has_an_html_body_with_the_summary_and_nothing_external() {
+    let harness = Harness::new();
+    harness.run_sample("panic");
+    let raw = harness.first_message().data;
+    let parsed = mail_parser::MessageParser::default().parse(&raw).unwrap();
+    let html = parsed
+        .body_html(0)
+        .expect("an HTML alternative")
+        .into_owned();
+    for expected in [
+        "bad index 7",
+        "crashmail-sample-app",
+        "parse_order_line",
+        "Report id",
+    ] {
+        assert!(
+            html.contains(expected),
+            "{expected} missing from the HTML body"
+        );
+    }
+    for forbidden in ["<script", "http://", "https://", " src=", "url("] {
+        assert!(
+            !html.to_ascii_lowercase().contains(forbidden),
+            "{forbidden} in the HTML body"
+        );
+    }
+    let text = parsed.body_text(0).unwrap();
+    assert!(
+        text.contains("Reason:     bad index 7"),
+        "the text body stays"
+    );
+}

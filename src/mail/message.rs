@@ -5,7 +5,7 @@
 use crate::config::SmtpConfig;
 use crate::report::ReportMeta;
 use lettre::message::header::ContentType;
-use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::message::{Attachment, Mailbox, MultiPart};
 use lettre::Message;
 
 /// `<crash-<id>@<domain>>`: stable for a report, whoever sends it and when.
@@ -22,13 +22,21 @@ pub fn report_message_id(meta: &ReportMeta, smtp: &SmtpConfig) -> String {
     format!("<crash-{}@{}>", meta.id, domain)
 }
 
-/// Builds the email for one report.
+/// Builds the email for one report. `notes` (a digest's count, what was
+/// cut to fit) come first in both bodies.
 pub fn report_message(
     smtp: &SmtpConfig,
     meta: &ReportMeta,
     summary: &str,
+    notes: &[String],
     zip: Vec<u8>,
 ) -> Result<Message, String> {
+    let mut text = String::new();
+    for note in notes {
+        text.push_str(note);
+        text.push_str("\n\n");
+    }
+    text.push_str(summary);
     let mut from: Mailbox = smtp
         .from
         .parse()
@@ -58,7 +66,10 @@ pub fn report_message(
     builder
         .multipart(
             MultiPart::mixed()
-                .singlepart(SinglePart::plain(summary.to_string()))
+                .multipart(MultiPart::alternative_plain_html(
+                    text,
+                    report_html(meta, notes),
+                ))
                 .singlepart(Attachment::new(format!("crash-{}.zip", meta.id)).body(zip, zip_type)),
         )
         .map_err(|e| format!("the message could not be built: {e}"))
@@ -85,20 +96,21 @@ pub fn fit_report(
     smtp: &SmtpConfig,
     meta: &ReportMeta,
     summary: &str,
+    given_notes: &[String],
     entries: &std::collections::BTreeMap<String, Vec<u8>>,
     original_zip: &[u8],
     limit: Option<u64>,
     smaller: bool,
 ) -> Result<FittedReport, String> {
-    let build = |zip: Vec<u8>, notes: &[String]| -> Result<Vec<u8>, String> {
-        let mut body = summary.to_string();
-        if !notes.is_empty() {
-            body.push_str("\nThis email carries a shortened copy of the report:\n");
-            for note in notes {
-                body.push_str(&format!("  - {note}\n"));
-            }
+    let build = |zip: Vec<u8>, cuts: &[String]| -> Result<Vec<u8>, String> {
+        let mut notes = given_notes.to_vec();
+        if !cuts.is_empty() {
+            notes.push(format!(
+                "This email carries a shortened copy of the report: {}",
+                cuts.join("; ")
+            ));
         }
-        Ok(report_message(smtp, meta, &body, zip)?.formatted())
+        Ok(report_message(smtp, meta, summary, &notes, zip)?.formatted())
     };
     let fits = |message: &[u8]| limit.is_none_or(|limit| message.len() as u64 <= limit);
 
@@ -114,20 +126,19 @@ pub fn fit_report(
     let limit_text = limit
         .map(|l| format!("{l} bytes"))
         .unwrap_or_else(|| "the server's".into());
-    let mut last = None;
     for drop_minidump in [false, true] {
         if smaller && !drop_minidump {
             continue;
         }
+        // The whole report did not fit (or the server said so): start at
+        // half of the longest log.
         let mut keep = entries
             .iter()
             .filter(|(name, _)| name.starts_with("logs/"))
             .map(|(_, bytes)| bytes.len())
             .max()
-            .unwrap_or(0);
-        if smaller {
-            keep /= 2;
-        }
+            .unwrap_or(0)
+            / 2;
         loop {
             let mut notes = Vec::new();
             let mut trimmed = entries.clone();
@@ -149,7 +160,6 @@ pub fn fit_report(
             if fits(&message) {
                 return Ok(FittedReport { message, notes });
             }
-            last = Some(FittedReport { message, notes });
             if keep <= MIN_LOG_TAIL {
                 break;
             }
@@ -168,9 +178,6 @@ pub fn fit_report(
         "only report.json and summary.txt are attached: the rest did not fit the size limit ({limit_text}); the whole report stays in the outbox"
     )];
     let message = build(zip_entries(&essentials)?, &notes)?;
-    if fits(&message) || last.is_none() {
-        return Ok(FittedReport { message, notes });
-    }
     Ok(FittedReport { message, notes })
 }
 
@@ -186,4 +193,119 @@ fn zip_entries(entries: &std::collections::BTreeMap<String, Vec<u8>>) -> Result<
         zip.write_all(bytes).map_err(|e| e.to_string())?;
     }
     Ok(zip.finish().map_err(|e| e.to_string())?.into_inner())
+}
+
+/// Escapes text for HTML.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The HTML body: the summary a support engineer reads at a glance. Inline
+/// styles only, no external resources, no scripts: mail clients show it as
+/// it is, and it shows nothing it did not carry.
+pub fn report_html(meta: &ReportMeta, notes: &[String]) -> String {
+    let accent = match meta.kind {
+        crate::report::ReportKind::Panic => "#b45309",
+        crate::report::ReportKind::Signal => "#b91c1c",
+        crate::report::ReportKind::AbnormalExit => "#6d28d9",
+    };
+    let row = |label: &str, value: &str| {
+        format!(
+            "<tr><td style=\"padding:3px 12px 3px 0;color:#555;white-space:nowrap;vertical-align:top\">{}</td><td style=\"padding:3px 0\">{}</td></tr>",
+            escape(label),
+            escape(value)
+        )
+    };
+    let mut rows = vec![
+        row(
+            "Application",
+            &format!("{} {}", meta.app_name, meta.app_version),
+        ),
+        row("Kind", meta.kind.as_str()),
+        row(
+            "Time",
+            &meta.time.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        ),
+        row("Host", &meta.host),
+        row("OS", &meta.os),
+    ];
+    if let Some(location) = meta.panic.as_ref().and_then(|p| p.location.as_ref()) {
+        rows.push(row("Location", location));
+    }
+    if let Some(thread) = meta.panic.as_ref().map(|p| &p.thread) {
+        rows.push(row("Thread", thread));
+    }
+    if meta.occurrences > 1 {
+        rows.push(row("Occurrences", &meta.occurrences.to_string()));
+    }
+    rows.push(row("Signature", &meta.signature));
+    rows.push(row("Report id", &meta.id.to_string()));
+    let frames: String = meta
+        .frames
+        .iter()
+        .enumerate()
+        .map(|(index, frame)| {
+            let (function, location) = match frame.split_once(" at ") {
+                Some((function, location)) => (function, Some(location)),
+                None => (frame.as_str(), None),
+            };
+            format!(
+                "<tr><td style=\"padding:2px 10px 2px 0;color:#888;vertical-align:top\">#{index}</td><td style=\"padding:2px 0\"><code style=\"font-family:Menlo,Consolas,monospace;font-size:13px;color:#111\">{}</code>{}</td></tr>",
+                escape(function),
+                location
+                    .map(|l| format!("<br><span style=\"font-family:Menlo,Consolas,monospace;font-size:12px;color:#666\">{}</span>", escape(l)))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    let meta_notes: String = meta
+        .notes
+        .iter()
+        .map(|n| format!("<li>{}</li>", escape(n)))
+        .collect();
+    let extra_notes: String = notes
+        .iter()
+        .map(|line| format!("<p style=\"margin:0 0 8px;padding:8px 12px;background:#fef3c7;border-radius:4px\">{}</p>", escape(line)))
+        .collect();
+    format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+<body style=\"margin:0;padding:16px;background:#f4f4f5;font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;font-size:14px;color:#111\">\
+<div style=\"max-width:760px;margin:0 auto;background:#fff;border:1px solid #ddd;border-radius:6px;overflow:hidden\">\
+<div style=\"padding:14px 18px;border-left:6px solid {accent};background:#fafafa\">\
+<div style=\"font-size:12px;text-transform:uppercase;letter-spacing:.05em;color:{accent};font-weight:600\">{kind} in {app} {version}</div>\
+<div style=\"font-size:18px;font-weight:600;margin-top:4px;word-break:break-word\">{reason}</div></div>\
+<div style=\"padding:14px 18px\">{extra_notes}\
+<table style=\"border-collapse:collapse;font-size:14px\">{rows}</table>\
+<h3 style=\"font-size:14px;margin:18px 0 6px\">Top frames of the crashing thread</h3>\
+<table style=\"border-collapse:collapse\">{frames}</table>\
+{notes_block}\
+<p style=\"margin:16px 0 0;color:#666;font-size:12px\">The attached crash-{id}.zip holds the full report: report.json, summary.txt, the backtrace, the minidump, system.json and the log tails. <code>crashmail inspect</code> reads it, or this email.</p>\
+</div></div></body></html>",
+        title = escape(&meta.subject()),
+        accent = accent,
+        kind = escape(meta.kind.as_str()),
+        app = escape(&meta.app_name),
+        version = escape(&meta.app_version),
+        reason = escape(&meta.reason),
+        extra_notes = extra_notes,
+        rows = rows.join(""),
+        frames = if frames.is_empty() { "<tr><td style=\"color:#666\">no frames</td></tr>".to_string() } else { frames },
+        notes_block = if meta_notes.is_empty() {
+            String::new()
+        } else {
+            format!("<h3 style=\"font-size:14px;margin:18px 0 6px\">Notes</h3><ul style=\"margin:0;padding-left:20px;color:#444\">{meta_notes}</ul>")
+        },
+        id = meta.id,
+    )
 }

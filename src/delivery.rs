@@ -402,13 +402,20 @@ impl Delivery<'_> {
                 "{waiting} more report(s) wait in the outbox because of the hourly mail limit."
             ));
         }
-        let mut result = self.deliver(&meta, &summary, &notes, &entries, &zip, false);
+        let parts = mail::ReportParts {
+            meta: meta.clone(),
+            summary,
+            notes,
+            entries,
+            zip,
+        };
+        let mut result = self.deliver(&parts, false);
         if result
             .as_ref()
             .is_err_and(|e| e.kind == mail::DeliveryErrorKind::TooLarge)
         {
             // 552: one more try, minidump left out and logs halved.
-            result = self.deliver(&meta, &summary, &notes, &entries, &zip, true);
+            result = self.deliver(&parts, true);
         }
         let now = chrono::Utc::now();
         match result {
@@ -493,19 +500,11 @@ impl Delivery<'_> {
 
     fn deliver(
         &self,
-        meta: &ReportMeta,
-        summary: &str,
-        notes: &[String],
-        entries: &std::collections::BTreeMap<String, Vec<u8>>,
-        zip: &[u8],
+        report: &mail::ReportParts,
         smaller: bool,
     ) -> Result<mail::Delivered, mail::DeliveryError> {
         let smtp = self.config.smtp.clone();
-        let meta = meta.clone();
-        let summary = summary.to_string();
-        let notes = notes.to_vec();
-        let entries = entries.clone();
-        let zip = zip.to_vec();
+        let report = report.clone();
         let envelope = mail::Envelope {
             from: bare_address(&smtp.from),
             to: smtp
@@ -517,17 +516,7 @@ impl Delivery<'_> {
         };
         let builder_smtp = smtp.clone();
         let build: mail::MessageBuilder = Box::new(move |limit| {
-            mail::fit_report(
-                &builder_smtp,
-                &meta,
-                &summary,
-                &notes,
-                &entries,
-                &zip,
-                limit,
-                smaller,
-            )
-            .map(|fitted| fitted.message)
+            mail::fit_report(&builder_smtp, &report, limit, smaller).map(|fitted| fitted.message)
         });
         mail::deliver(&smtp, envelope, build, mail::send_deadline(&smtp))
     }

@@ -75,6 +75,19 @@ pub fn report_message(
         .map_err(|e| format!("the message could not be built: {e}"))
 }
 
+/// What a report email is made of.
+#[derive(Clone, Debug)]
+pub struct ReportParts {
+    pub meta: ReportMeta,
+    pub summary: String,
+    /// Said first in the email (a digest's count, the hourly limit).
+    pub notes: Vec<String>,
+    /// The report zip's entries, by name.
+    pub entries: std::collections::BTreeMap<String, Vec<u8>>,
+    /// The report zip as stored.
+    pub zip: Vec<u8>,
+}
+
 /// A report email made to fit a size limit.
 #[derive(Clone, Debug)]
 pub struct FittedReport {
@@ -94,28 +107,24 @@ const MIN_LOG_TAIL: usize = 1024;
 /// whatever the limit (after a 552 reply).
 pub fn fit_report(
     smtp: &SmtpConfig,
-    meta: &ReportMeta,
-    summary: &str,
-    given_notes: &[String],
-    entries: &std::collections::BTreeMap<String, Vec<u8>>,
-    original_zip: &[u8],
+    report: &ReportParts,
     limit: Option<u64>,
     smaller: bool,
 ) -> Result<FittedReport, String> {
     let build = |zip: Vec<u8>, cuts: &[String]| -> Result<Vec<u8>, String> {
-        let mut notes = given_notes.to_vec();
+        let mut notes = report.notes.clone();
         if !cuts.is_empty() {
             notes.push(format!(
                 "This email carries a shortened copy of the report: {}",
                 cuts.join("; ")
             ));
         }
-        Ok(report_message(smtp, meta, summary, &notes, zip)?.formatted())
+        Ok(report_message(smtp, &report.meta, &report.summary, &notes, zip)?.formatted())
     };
     let fits = |message: &[u8]| limit.is_none_or(|limit| message.len() as u64 <= limit);
 
     if !smaller {
-        let message = build(original_zip.to_vec(), &[])?;
+        let message = build(report.zip.clone(), &[])?;
         if fits(&message) {
             return Ok(FittedReport {
                 message,
@@ -132,7 +141,8 @@ pub fn fit_report(
         }
         // The whole report did not fit (or the server said so): start at
         // half of the longest log.
-        let mut keep = entries
+        let mut keep = report
+            .entries
             .iter()
             .filter(|(name, _)| name.starts_with("logs/"))
             .map(|(_, bytes)| bytes.len())
@@ -141,7 +151,7 @@ pub fn fit_report(
             / 2;
         loop {
             let mut notes = Vec::new();
-            let mut trimmed = entries.clone();
+            let mut trimmed = report.entries.clone();
             if drop_minidump && trimmed.remove(crate::bundle::MINIDUMP_DMP).is_some() {
                 notes.push(format!("minidump.dmp was left out to fit the size limit ({limit_text}); it stays in the outbox"));
             }
@@ -167,7 +177,8 @@ pub fn fit_report(
         }
     }
     // The report itself always goes: report.json and summary.txt alone.
-    let essentials: std::collections::BTreeMap<String, Vec<u8>> = entries
+    let essentials: std::collections::BTreeMap<String, Vec<u8>> = report
+        .entries
         .iter()
         .filter(|(name, _)| {
             [crate::bundle::REPORT_JSON, crate::bundle::SUMMARY_TXT].contains(&name.as_str())

@@ -61,8 +61,31 @@ pub fn analyse(bytes: &[u8], symbol_paths: &[PathBuf]) -> Result<DumpAnalysis, S
             .collect();
     }
 
+    // Breakpad symbols (`--symbols`) name frames and give CFI; the modules
+    // themselves, where this machine has the very build that crashed, give
+    // their `.eh_frame` CFI, so the walk need not guess by stack scanning.
+    let mut providers = minidump_unwind::MultiSymbolProvider::new();
     let supplier = minidump_unwind::simple_symbol_supplier(symbol_paths.to_vec());
-    let symbolizer = minidump_unwind::Symbolizer::new(supplier);
+    providers.add(Box::new(minidump_unwind::Symbolizer::new(supplier)));
+    if let (Some(system), Ok(modules)) = (&system, dump.get_stream::<MinidumpModuleList>()) {
+        let local: Vec<minidump::MinidumpModule> = modules
+            .iter()
+            .filter(|m| {
+                m.code_identifier().is_some_and(|id| {
+                    crate::symbolize::is_same_build(&m.code_file(), &id.to_string())
+                })
+            })
+            .cloned()
+            .collect();
+        if !local.is_empty() {
+            let local = MinidumpModuleList::from_modules(local);
+            let unwinder = pollster::block_on(
+                minidump_unwind::debuginfo::DebugInfoSymbolProvider::new(system, &local),
+            );
+            providers.add(Box::new(unwinder));
+        }
+    }
+    let symbolizer = providers;
     let mut local = LocalSymbolizer::default();
     match pollster::block_on(minidump_processor::process_minidump(&dump, &symbolizer)) {
         Ok(state) => {

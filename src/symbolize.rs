@@ -135,6 +135,21 @@ fn open_module(path: &str, expected_build_id: Option<&str>) -> Option<ModuleFile
     })
 }
 
+/// True when the file at `path` is the build the minidump recorded.
+pub fn is_same_build(path: &str, build_id: &str) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    // SAFETY: as in `open_module`.
+    let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
+        return false;
+    };
+    object::File::parse(&*map)
+        .ok()
+        .and_then(|object| object.build_id().ok().flatten().map(hex))
+        .is_some_and(|actual| actual.eq_ignore_ascii_case(build_id))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -72,7 +72,7 @@ pub fn analyse(bytes: &[u8], symbol_paths: &[PathBuf]) -> Result<DumpAnalysis, S
             .iter()
             .filter(|m| {
                 m.code_identifier().is_some_and(|id| {
-                    crate::symbolize::is_same_build(&m.code_file(), &id.to_string())
+                    crate::symbolize::is_same_build(&m.code_file(), id.as_ref())
                 })
             })
             .cloned()

@@ -117,9 +117,9 @@ pub fn run(options: DemoOptions) -> anyhow::Result<bool> {
                 println!();
                 for line in inspect::render(
                     &report,
-                    inspect::ShowOptions {
-                        all_threads: false,
+                    &inspect::ShowOptions {
                         log_lines: 3,
+                        ..Default::default()
                     },
                 )
                 .lines()

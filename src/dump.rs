@@ -71,9 +71,8 @@ pub fn analyse(bytes: &[u8], symbol_paths: &[PathBuf]) -> Result<DumpAnalysis, S
         let local: Vec<minidump::MinidumpModule> = modules
             .iter()
             .filter(|m| {
-                m.code_identifier().is_some_and(|id| {
-                    crate::symbolize::is_same_build(&m.code_file(), id.as_ref())
-                })
+                m.code_identifier()
+                    .is_some_and(|id| crate::symbolize::is_same_build(&m.code_file(), id.as_ref()))
             })
             .cloned()
             .collect();
@@ -86,7 +85,7 @@ pub fn analyse(bytes: &[u8], symbol_paths: &[PathBuf]) -> Result<DumpAnalysis, S
         }
     }
     let symbolizer = providers;
-    let mut local = LocalSymbolizer::default();
+    let mut local = LocalSymbolizer::with_search_dirs(symbol_paths.to_vec());
     match pollster::block_on(minidump_processor::process_minidump(&dump, &symbolizer)) {
         Ok(state) => {
             analysis.thread_count = state.threads.len();

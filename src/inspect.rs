@@ -85,21 +85,6 @@ fn read_folder(dir: &Path) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
     Ok(entries)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::printable_line;
-
-    #[test]
-    fn log_lines_cannot_drive_the_terminal() {
-        assert_eq!(
-            printable_line("ok \u{1b}[31mred\u{0}"),
-            "ok \\u{1b}[31mred\\u{0}"
-        );
-        let long = "x".repeat(1000);
-        assert!(printable_line(&long).ends_with("(700 more characters)"));
-    }
-}
-
 /// The first `.zip` attachment of an email.
 pub fn zip_from_email(bytes: &[u8]) -> Option<Vec<u8>> {
     let message = mail_parser::MessageParser::default().parse(bytes)?;
@@ -142,17 +127,177 @@ fn printable_line(line: &str) -> String {
     shown
 }
 
-/// How much of a report to show.
-#[derive(Clone, Copy, Debug, Default)]
+/// How much of a report to show, and with what.
+#[derive(Clone, Debug, Default)]
 pub struct ShowOptions {
+    /// Every thread of the minidump, not only the crashing one.
     pub all_threads: bool,
+    /// Last lines shown of each log.
     pub log_lines: usize,
+    /// Folders of Breakpad `.sym` files or debug files: the minidump's
+    /// frames are walked and named again with them.
+    pub symbols: Vec<std::path::PathBuf>,
+}
+
+/// One thread's frames.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ThreadView {
+    pub id: u32,
+    pub name: Option<String>,
+    pub frames: Vec<String>,
+}
+
+/// The last lines of one log.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LogView {
+    pub name: String,
+    pub bytes: usize,
+    pub total_lines: usize,
+    /// Decoded lossily, control characters escaped.
+    pub last_lines: Vec<String>,
+}
+
+/// Everything `inspect` shows, as text or as JSON.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct InspectView {
+    pub report: Option<ReportMeta>,
+    /// Where the frames come from: `report.json`, `backtrace.txt` or `minidump.dmp`.
+    pub frames_from: Option<&'static str>,
+    /// The crashing thread's frames, top first.
+    pub frames: Vec<String>,
+    /// Threads in the minidump.
+    pub thread_count: Option<usize>,
+    /// Every thread, with `--threads`.
+    pub threads: Vec<ThreadView>,
+    /// Modules with build ids, main executable first.
+    pub modules: Vec<String>,
+    pub breadcrumbs: Vec<String>,
+    pub logs: Vec<LogView>,
+    /// What could not be read, each in a sentence; the rest is still shown.
+    pub problems: Vec<String>,
+}
+
+/// Gathers what there is to show of a report.
+pub fn view(report: &OpenedReport, options: &ShowOptions) -> InspectView {
+    let mut problems = report.problems.clone();
+    let analysis = report.entries.get(MINIDUMP_DMP).and_then(|minidump| {
+        match dump::analyse(minidump, &options.symbols) {
+            Ok(analysis) => Some(analysis),
+            Err(why) => {
+                problems.push(format!("minidump.dmp: {why}"));
+                None
+            }
+        }
+    });
+    // Frames, best source first: those named on the machine of the crash
+    // (report.json); the panic's own backtrace as std printed it; a walk of
+    // the minidump here, which names frames only where this machine can. With
+    // --symbols, the new walk comes first.
+    let from_minidump = analysis
+        .as_ref()
+        .map(|a| {
+            a.frames
+                .iter()
+                .take(dump::TOP_FRAMES)
+                .map(crate::report::Frame::display)
+                .collect::<Vec<_>>()
+        })
+        .filter(|frames| !frames.is_empty());
+    let from_report = report
+        .meta
+        .as_ref()
+        .map(|m| m.frames.clone())
+        .filter(|f| !f.is_empty());
+    let from_backtrace = report.entries.get(BACKTRACE_TXT).map(|bytes| {
+        let frames = report::parse_std_backtrace(&String::from_utf8_lossy(bytes));
+        report::application_frames(&frames)
+            .iter()
+            .take(dump::TOP_FRAMES)
+            .map(|f| f.display())
+            .collect::<Vec<_>>()
+    });
+    let candidates = [
+        (
+            "minidump.dmp",
+            if options.symbols.is_empty() {
+                None
+            } else {
+                from_minidump.clone()
+            },
+        ),
+        ("report.json", from_report),
+        ("backtrace.txt", from_backtrace.filter(|f| !f.is_empty())),
+        ("minidump.dmp", from_minidump),
+    ];
+    let (frames_from, frames) = candidates
+        .into_iter()
+        .find_map(|(source, frames)| frames.map(|f| (Some(source), f)))
+        .unwrap_or((None, Vec::new()));
+
+    let threads = match (&analysis, options.all_threads) {
+        (Some(analysis), true) => analysis
+            .threads
+            .iter()
+            .map(|(id, name, frames)| ThreadView {
+                id: *id,
+                name: name.clone(),
+                frames: frames
+                    .iter()
+                    .take(dump::TOP_FRAMES)
+                    .map(crate::report::Frame::display)
+                    .collect(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let breadcrumbs = report
+        .entries
+        .get(crate::bundle::BREADCRUMBS_TXT)
+        .map(|bytes| {
+            String::from_utf8_lossy(bytes)
+                .lines()
+                .map(printable_line)
+                .collect()
+        })
+        .unwrap_or_default();
+    let logs = report
+        .entries
+        .iter()
+        .filter(|(name, _)| name.starts_with("logs/"))
+        .map(|(name, bytes)| {
+            let text = String::from_utf8_lossy(bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            let start = lines.len().saturating_sub(options.log_lines.max(1));
+            LogView {
+                name: name.clone(),
+                bytes: bytes.len(),
+                total_lines: lines.len(),
+                last_lines: lines[start..].iter().map(|l| printable_line(l)).collect(),
+            }
+        })
+        .collect();
+    InspectView {
+        report: report.meta.clone(),
+        frames_from,
+        frames,
+        thread_count: analysis.as_ref().map(|a| a.thread_count),
+        threads,
+        modules: analysis.map(|a| a.modules).unwrap_or_default(),
+        breadcrumbs,
+        logs,
+        problems,
+    }
 }
 
 /// The text summary of a report.
-pub fn render(report: &OpenedReport, options: ShowOptions) -> String {
+pub fn render(report: &OpenedReport, options: &ShowOptions) -> String {
+    render_view(&view(report, options), options)
+}
+
+/// The text of a view.
+pub fn render_view(view: &InspectView, options: &ShowOptions) -> String {
     let mut out = String::new();
-    if let Some(meta) = &report.meta {
+    if let Some(meta) = &view.report {
         let _ = writeln!(out, "App:        {} {}", meta.app_name, meta.app_version);
         let _ = writeln!(
             out,
@@ -166,89 +311,92 @@ pub fn render(report: &OpenedReport, options: ShowOptions) -> String {
         if let Some(location) = meta.panic.as_ref().and_then(|p| p.location.as_ref()) {
             let _ = writeln!(out, "Location:   {location}");
         }
+        if meta.occurrences > 1 {
+            let _ = writeln!(out, "Occurred:   {} times", meta.occurrences);
+        }
         let _ = writeln!(out, "Signature:  {}", meta.signature);
         let _ = writeln!(out, "Report id:  {}", meta.id);
     }
-
-    // Frames, best source first: those the watcher named on the machine of
-    // the crash (report.json); the panic's own backtrace as std printed it; a
-    // fresh walk of the minidump, which names frames only where this
-    // machine can.
-    let mut shown_frames = false;
-    if let Some(meta) = report.meta.as_ref().filter(|m| !m.frames.is_empty()) {
-        let _ = writeln!(out, "\nCrashing thread (from report.json):");
-        for (index, frame) in meta.frames.iter().enumerate() {
+    if let Some(source) = view.frames_from {
+        let _ = writeln!(out, "\nCrashing thread (from {source}):");
+        for (index, frame) in view.frames.iter().enumerate() {
             let _ = writeln!(out, "  #{index:<2} {frame}");
         }
-        shown_frames = true;
     }
-    if !shown_frames {
-        if let Some(backtrace) = report.entries.get(BACKTRACE_TXT) {
-            let text = String::from_utf8_lossy(backtrace);
-            let frames = report::parse_std_backtrace(&text);
-            let application = report::application_frames(&frames);
-            if !application.is_empty() {
-                let _ = writeln!(out, "\nCrashing thread (from backtrace.txt):");
-                for (index, frame) in application.iter().take(dump::TOP_FRAMES).enumerate() {
-                    let _ = writeln!(out, "  #{index:<2} {}", frame.display());
-                }
-                shown_frames = true;
-            }
-        }
-    }
-    if let Some(minidump) = report.entries.get(MINIDUMP_DMP) {
-        match dump::analyse(minidump, &[]) {
-            Ok(analysis) => {
-                if !shown_frames {
-                    let _ = writeln!(out, "\nCrashing thread (from minidump.dmp):");
-                    for (index, frame) in analysis.frames.iter().take(dump::TOP_FRAMES).enumerate()
-                    {
-                        let _ = writeln!(out, "  #{index:<2} {}", frame.display());
-                    }
-                }
-                let _ = writeln!(out, "Threads:    {} in the minidump", analysis.thread_count);
-                if options.all_threads {
-                    for (tid, name, frames) in &analysis.threads {
-                        let _ = writeln!(out, "\nThread {tid} {}", name.as_deref().unwrap_or(""));
-                        for (index, frame) in frames.iter().take(dump::TOP_FRAMES).enumerate() {
-                            let _ = writeln!(out, "  #{index:<2} {}", frame.display());
-                        }
-                    }
-                }
-            }
-            Err(why) => {
-                let _ = writeln!(out, "\nminidump.dmp: {why}");
-            }
-        }
-    }
-    if let Some(meta) = &report.meta {
-        if !meta.notes.is_empty() {
-            let _ = writeln!(out, "\nNotes:");
-            for note in &meta.notes {
-                let _ = writeln!(out, "  - {note}");
-            }
-        }
-    }
-    for (name, bytes) in report
-        .entries
-        .iter()
-        .filter(|(name, _)| name.starts_with("logs/"))
-    {
-        let text = String::from_utf8_lossy(bytes);
-        let lines: Vec<&str> = text.lines().collect();
-        let start = lines.len().saturating_sub(options.log_lines.max(1));
+    if let Some(count) = view.thread_count {
+        let others = count.saturating_sub(1);
         let _ = writeln!(
             out,
-            "\n{name} (last {} of {} lines):",
-            lines.len() - start,
-            lines.len()
+            "Threads:    {count} in the minidump ({others} other{})",
+            if others == 1 { "" } else { "s" }
         );
-        for line in &lines[start..] {
-            let _ = writeln!(out, "  | {}", printable_line(line));
+    }
+    for thread in &view.threads {
+        let _ = writeln!(
+            out,
+            "\nThread {} {}",
+            thread.id,
+            thread.name.as_deref().unwrap_or("")
+        );
+        for (index, frame) in thread.frames.iter().enumerate() {
+            let _ = writeln!(out, "  #{index:<2} {frame}");
         }
     }
-    for problem in &report.problems {
+    if let Some(main) = view.modules.first() {
+        let _ = writeln!(out, "Executable: {main}");
+        if options.all_threads {
+            for module in &view.modules[1..] {
+                let _ = writeln!(out, "            {module}");
+            }
+        } else if view.modules.len() > 1 {
+            let _ = writeln!(
+                out,
+                "            and {} more modules (--threads lists them)",
+                view.modules.len() - 1
+            );
+        }
+    }
+    if let Some(meta) = view.report.as_ref().filter(|m| !m.notes.is_empty()) {
+        let _ = writeln!(out, "\nNotes:");
+        for note in &meta.notes {
+            let _ = writeln!(out, "  - {note}");
+        }
+    }
+    if !view.breadcrumbs.is_empty() {
+        let _ = writeln!(out, "\nBreadcrumbs (last records before the crash):");
+        for line in &view.breadcrumbs {
+            let _ = writeln!(out, "  | {line}");
+        }
+    }
+    for log in &view.logs {
+        let _ = writeln!(
+            out,
+            "\n{} (last {} of {} lines):",
+            log.name,
+            log.last_lines.len(),
+            log.total_lines
+        );
+        for line in &log.last_lines {
+            let _ = writeln!(out, "  | {line}");
+        }
+    }
+    for problem in &view.problems {
         let _ = writeln!(out, "\nproblem: {problem}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable_line;
+
+    #[test]
+    fn log_lines_cannot_drive_the_terminal() {
+        assert_eq!(
+            printable_line("ok \u{1b}[31mred\u{0}"),
+            "ok \\u{1b}[31mred\\u{0}"
+        );
+        let long = "x".repeat(1000);
+        assert!(printable_line(&long).ends_with("(700 more characters)"));
+    }
 }

@@ -69,9 +69,13 @@ enum Command {
         /// Show every thread of the minidump.
         #[arg(long)]
         threads: bool,
-        /// Print report.json instead of the summary.
+        /// Print the same as JSON.
         #[arg(long)]
         json: bool,
+        /// A folder of Breakpad .sym files or debug files to name the
+        /// minidump's frames with (repeatable).
+        #[arg(long, value_name = "PATH")]
+        symbols: Vec<PathBuf>,
     },
     /// Work with the outbox.
     Outbox {
@@ -257,25 +261,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             report,
             threads,
             json,
+            symbols,
         } => {
             let opened = inspect::open(&report)?;
+            let options = inspect::ShowOptions {
+                all_threads: threads,
+                log_lines: 10,
+                symbols,
+            };
+            let view = inspect::view(&opened, &options);
             if json {
-                let meta = opened
-                    .meta
-                    .as_ref()
-                    .ok_or_else(|| anyhow::anyhow!("{}", opened.problems.join("; ")))?;
-                println!("{}", serde_json::to_string_pretty(meta)?);
+                println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
-                print!(
-                    "{}",
-                    inspect::render(
-                        &opened,
-                        inspect::ShowOptions {
-                            all_threads: threads,
-                            log_lines: 10
-                        }
-                    )
-                );
+                print!("{}", inspect::render_view(&view, &options));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -24,6 +24,19 @@ struct ModuleFile {
 #[derive(Default)]
 pub struct LocalSymbolizer {
     modules: HashMap<String, Option<ModuleFile>>,
+    /// Folders searched for a module (or its `.debug` file) by name when the
+    /// path the minidump recorded does not hold the crashed build.
+    search: Vec<std::path::PathBuf>,
+}
+
+impl LocalSymbolizer {
+    /// Also looks for modules in these folders (`inspect --symbols`).
+    pub fn with_search_dirs(search: Vec<std::path::PathBuf>) -> LocalSymbolizer {
+        LocalSymbolizer {
+            modules: HashMap::new(),
+            search,
+        }
+    }
 }
 
 impl LocalSymbolizer {
@@ -36,10 +49,24 @@ impl LocalSymbolizer {
         build_id: Option<&str>,
         offset: u64,
     ) -> Option<Vec<Frame>> {
+        let search = &self.search;
         let module = self
             .modules
             .entry(path.to_string())
-            .or_insert_with(|| open_module(path, build_id))
+            .or_insert_with(|| {
+                open_module(path, build_id).or_else(|| {
+                    // Elsewhere, the build id must be known and match.
+                    let build_id = build_id?;
+                    let name = path.rsplit('/').next()?;
+                    search.iter().find_map(|dir| {
+                        [dir.join(name), dir.join(format!("{name}.debug"))]
+                            .iter()
+                            .find_map(|candidate| {
+                                open_module(&candidate.to_string_lossy(), Some(build_id))
+                            })
+                    })
+                })
+            })
             .as_ref()?;
         let probe = module.base_vaddr + offset;
         if !module

@@ -59,8 +59,22 @@ fn json_output_is_report_json() {
     let (ok, out, err) = inspect(&["--json", &fixture("demo-panic.eml")]);
     assert!(ok, "{err}");
     let value: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(value["kind"], "panic");
-    assert_eq!(value["panic"]["message"], "bad index 7");
+    assert_eq!(value["report"]["kind"], "panic");
+    assert_eq!(value["report"]["panic"]["message"], "bad index 7");
+    assert!(
+        value["frames"][0]
+            .as_str()
+            .unwrap()
+            .contains("parse_order_line"),
+        "{}",
+        value["frames"]
+    );
+    assert_eq!(value["logs"][0]["name"], "logs/app.log");
+    assert!(value["logs"][0]["last_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l.as_str().unwrap().contains("last line before the crash")));
 }
 
 #[test]
@@ -91,4 +105,61 @@ fn a_file_that_is_not_a_report_is_a_clear_error() {
     let (ok, _, err) = inspect(&[path.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("neither a zip nor an email"), "{err}");
+}
+
+#[test]
+fn symbols_name_the_frames_of_a_binary_that_is_gone() {
+    // The application runs from a copy that is then deleted, as on a
+    // customer's machine; the support engineer has the same build elsewhere.
+    let harness = Harness::new();
+    let bin = harness.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let app = bin.join("orders-app");
+    std::fs::copy(crashmail_exe(), &app).unwrap();
+    let output = Command::new(&app)
+        .args(["sample-app", "segv", "--log"])
+        .arg(&harness.log)
+        .env("CRASHMAIL_OUTBOX", &harness.outbox)
+        .env("AXIS_INI", &harness.ini)
+        .output()
+        .unwrap();
+    assert_eq!(exit_signal(&output), Some(libc::SIGSEGV));
+    let eml = harness.dir.path().join("report.eml");
+    std::fs::write(&eml, harness.first_message().data).unwrap();
+    assert!(watchers_gone(
+        &harness.outbox,
+        std::time::Duration::from_secs(10)
+    ));
+    let symbols = harness.dir.path().join("symbols");
+    std::fs::create_dir_all(&symbols).unwrap();
+    std::fs::rename(&app, symbols.join("orders-app")).unwrap();
+
+    let empty = harness.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (ok, without, err) =
+        inspect(&["--symbols", empty.to_str().unwrap(), eml.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        without.contains("Crashing thread (from minidump.dmp)"),
+        "{without}"
+    );
+    assert!(
+        without.contains("orders-app + 0x"),
+        "unnamed without the binary:\n{without}"
+    );
+    assert!(
+        without.contains("Executable: ") && without.contains("orders-app ("),
+        "the executable and its build id:\n{without}"
+    );
+
+    let (ok, with, err) = inspect(&[
+        "--symbols",
+        symbols.to_str().unwrap(),
+        eml.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        with.contains("crashmail::sample_app::write_through_null"),
+        "named with the build:\n{with}"
+    );
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod delivery;
 pub mod demo;
 pub mod dump;
+pub mod extract;
 pub mod inspect;
 pub mod mail;
 pub mod outbox;

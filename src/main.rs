@@ -77,6 +77,14 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         symbols: Vec<PathBuf>,
     },
+    /// Write a report's files into a folder, safely (untrusted zips welcome).
+    Extract {
+        /// A report zip or an .eml carrying one.
+        report: PathBuf,
+        /// The folder to write into.
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Work with the outbox.
     Outbox {
         #[command(subcommand)]
@@ -275,6 +283,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", inspect::render_view(&view, &options));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Extract { report, to } => {
+            let bytes =
+                std::fs::read(&report).map_err(|e| anyhow::anyhow!("{}: {e}", report.display()))?;
+            let zip = if bytes.starts_with(b"PK") {
+                bytes
+            } else {
+                inspect::zip_from_email(&bytes).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: neither a zip nor an email with a zip attachment",
+                        report.display()
+                    )
+                })?
+            };
+            let extracted = crashmail::extract::extract(
+                &zip,
+                &to,
+                crashmail::extract::ExtractLimits::default(),
+            )?;
+            for warning in &extracted.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!(
+                "{} file(s) written to {}",
+                extracted.written.len(),
+                to.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Outbox {

@@ -1,0 +1,225 @@
+//! Reports from anywhere: hostile zips, broken zips, broken minidumps.
+//! A clear error for the broken part, the rest still shown, no panic, and
+//! nothing written outside the folder asked for.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use zip::write::SimpleFileOptions;
+
+fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes) in entries {
+        zip.start_file(*name, SimpleFileOptions::default()).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+fn crashmail(args: &[&str]) -> std::process::Output {
+    Command::new(crashmail_exe()).args(args).output().unwrap()
+}
+
+/// Every file under `dir`, relative.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current).unwrap().flatten() {
+            let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+            assert!(
+                !meta.file_type().is_symlink(),
+                "a link was created: {}",
+                entry.path().display()
+            );
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+            found.push(
+                entry
+                    .path()
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .display()
+                    .to_string(),
+            );
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn extract_writes_nothing_outside_the_folder_and_follows_no_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default();
+    for name in [
+        "../../evil.txt",
+        "/tmp/abs.txt",
+        "..\\..\\win.txt",
+        "..././x.txt",
+    ] {
+        zip.start_file(name, options).unwrap();
+        zip.write_all(b"should not escape").unwrap();
+    }
+    zip.add_symlink("link", "/etc", options).unwrap();
+    zip.start_file("link/passwd", options).unwrap();
+    zip.write_all(b"not the real passwd").unwrap();
+    zip.start_file("report.json", options).unwrap();
+    zip.write_all(b"{}").unwrap();
+    let bytes = zip.finish().unwrap().into_inner();
+    let hostile = dir.path().join("hostile.zip");
+    std::fs::write(&hostile, bytes).unwrap();
+    let sandbox = dir.path().join("a/b/out");
+    std::fs::create_dir_all(&sandbox).unwrap();
+    let passwd_before = std::fs::read("/etc/passwd").unwrap();
+
+    let output = crashmail(&[
+        "extract",
+        hostile.to_str().unwrap(),
+        "--to",
+        sandbox.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let warnings = stderr(&output);
+    for name in [
+        "../../evil.txt",
+        "/tmp/abs.txt",
+        "..\\..\\win.txt",
+        "..././x.txt",
+        "link",
+    ] {
+        assert!(
+            warnings.contains(&format!("warning: {name}:")),
+            "no warning for {name}:\n{warnings}"
+        );
+    }
+    assert_eq!(
+        tree(&sandbox),
+        vec!["link", "link/passwd", "report.json"],
+        "only safe entries, inside"
+    );
+    assert!(!dir.path().join("a/evil.txt").exists() && !dir.path().join("evil.txt").exists());
+    assert!(
+        !Path::new("/tmp/abs.txt").exists()
+            || std::fs::read("/tmp/abs.txt").unwrap() != b"should not escape"
+    );
+    assert_eq!(
+        std::fs::read("/etc/passwd").unwrap(),
+        passwd_before,
+        "the link was not followed"
+    );
+}
+
+#[test]
+fn a_zip_bomb_is_stopped_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("logs/app.log", options).unwrap();
+    let zeros = vec![0u8; 1024 * 1024];
+    for _ in 0..64 {
+        zip.write_all(&zeros).unwrap();
+    }
+    let bomb = dir.path().join("bomb.zip");
+    std::fs::write(&bomb, zip.finish().unwrap().into_inner()).unwrap();
+    let out = dir.path().join("out");
+    let output = crashmail(&[
+        "extract",
+        bomb.to_str().unwrap(),
+        "--to",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("compression ratio"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !out.join("logs/app.log").exists(),
+        "nothing of it was written"
+    );
+}
+
+#[test]
+fn a_truncated_zip_is_a_clear_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = zip_of(&[("report.json", b"{}"), ("summary.txt", b"text")]);
+    let path = dir.path().join("cut.zip");
+    std::fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+    let output = crashmail(&["inspect", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("cut.zip") && err.contains("zip"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn missing_entries_and_a_broken_minidump_leave_the_rest_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("partial.zip");
+    let mut broken_dump = b"MDMP".to_vec();
+    broken_dump.extend_from_slice(&[0xff; 60]);
+    std::fs::write(
+        &path,
+        zip_of(&[
+            ("minidump.dmp", &broken_dump),
+            ("logs/app.log", b"ok\n\xff\xfe raw\nlast words\n"),
+        ]),
+    )
+    .unwrap();
+    let output = crashmail(&["inspect", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(out.contains("problem: report.json is missing"), "{out}");
+    assert!(out.contains("problem: minidump.dmp:"), "{out}");
+    assert!(out.contains("last words"), "the log is still shown:\n{out}");
+    assert!(
+        out.contains("\u{fffd}\u{fffd} raw"),
+        "invalid UTF-8 shown lossily:\n{out}"
+    );
+}
+
+#[test]
+fn a_report_json_of_the_wrong_shape_is_named_and_the_rest_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("odd.zip");
+    std::fs::write(
+        &path,
+        zip_of(&[("report.json", b"[1,2,3]"), ("summary.txt", b"still here")]),
+    )
+    .unwrap();
+    let output = crashmail(&["inspect", "--json", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let view: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        view["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("report.json is unreadable"),
+        "{view}"
+    );
+}
+
+#[test]
+fn minidumps_with_absurd_streams_are_refused_without_exhausting_memory() {
+    // A header claiming 2^32-1 streams at an offset past the end.
+    let mut dump = Vec::new();
+    dump.extend_from_slice(b"MDMP");
+    dump.extend_from_slice(&0xa793u32.to_le_bytes());
+    dump.extend_from_slice(&u32::MAX.to_le_bytes());
+    dump.extend_from_slice(&0x20u32.to_le_bytes());
+    dump.extend_from_slice(&[0u8; 16]);
+    for stream in 0..8u32 {
+        dump.extend_from_slice(&(stream + 3).to_le_bytes());
+        dump.extend_from_slice(&u32::MAX.to_le_bytes());
+        dump.extend_from_slice(&0x1000_0000u32.to_le_bytes());
+    }
+    let result = crashmail::dump::analyse(&dump, &[]);
+    assert!(result.is_err() || result.unwrap().frames.is_empty());
+}

@@ -23,4 +23,5 @@ pub mod report;
 pub mod sample_app;
 pub mod setup;
 pub mod symbolize;
+pub mod triage;
 pub mod watcher;

@@ -77,6 +77,18 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         symbols: Vec<PathBuf>,
     },
+    /// Group many reports by crash signature: Maildir folders, mbox files,
+    /// folders of .eml or .zip files.
+    Triage {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Only reports from this date (2026-12-01) or time (RFC 3339) on.
+        #[arg(long)]
+        since: Option<String>,
+        /// Print the groups as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a report's files into a folder, safely (untrusted zips welcome).
     Extract {
         /// A report zip or an .eml carrying one.
@@ -219,6 +231,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         cli.command,
         Command::Inspect { .. }
             | Command::Config { .. }
+            | Command::Triage { .. }
             | Command::Outbox {
                 command: OutboxCommand::List,
                 ..
@@ -282,6 +295,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
                 print!("{}", inspect::render_view(&view, &options));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Triage { paths, since, json } => {
+            let since = match since {
+                Some(text) => Some(crashmail::triage::parse_since(&text).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--since {text:?}: expected a date (2026-12-01) or an RFC 3339 time"
+                    )
+                })?),
+                None => None,
+            };
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} reports  {per_sec}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let triage = crashmail::triage::triage(&paths, since, &|done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&triage)?);
+            } else {
+                print!("{}", crashmail::triage::render(&triage));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,0 +1,104 @@
+//! `crashmail triage` over a Maildir, an mbox and a folder of zips.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/fixtures/reports/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+#[test]
+fn reports_from_every_kind_of_mailbox_group_by_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("Maildir");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    for n in 0..30 {
+        std::fs::write(
+            maildir.join("cur").join(format!("{n}.host:2,S")),
+            fixture("demo-segv.eml"),
+        )
+        .unwrap();
+    }
+    for n in 0..12 {
+        std::fs::write(
+            maildir.join("new").join(format!("p{n}.host")),
+            fixture("demo-panic.eml"),
+        )
+        .unwrap();
+    }
+    // A message still being delivered is not read.
+    std::fs::write(maildir.join("tmp").join("partial"), b"Subject: half").unwrap();
+
+    let mut mbox = Vec::new();
+    for _ in 0..3 {
+        mbox.extend_from_slice(b"From support@example.com Thu Dec  3 10:00:00 2026\n");
+        mbox.extend_from_slice(&fixture("demo-panic.eml"));
+        mbox.extend_from_slice(b"\n");
+    }
+    std::fs::write(dir.path().join("archive.mbox"), mbox).unwrap();
+
+    let zips = dir.path().join("zips/nested");
+    std::fs::create_dir_all(&zips).unwrap();
+    let zip = crashmail::inspect::zip_from_email(&fixture("demo-segv.eml")).unwrap();
+    std::fs::write(zips.join("crash.zip"), zip).unwrap();
+    std::fs::write(zips.join("notes.txt"), b"not a report").unwrap();
+
+    let output = Command::new(crashmail_exe())
+        .args(["triage", "--json"])
+        .arg(&maildir)
+        .arg(dir.path().join("archive.mbox"))
+        .arg(dir.path().join("zips"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let triage: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(triage["reports"], 46);
+    let groups = triage["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2);
+    assert_eq!(
+        groups[0]["count"], 31,
+        "the SIGSEGV first: 30 in the Maildir and one zip"
+    );
+    assert!(groups[0]["signature"]
+        .as_str()
+        .unwrap()
+        .starts_with("signal | SIGSEGV"));
+    assert_eq!(groups[1]["count"], 15);
+    assert_eq!(groups[1]["versions"], serde_json::json!(["0.1.0"]));
+    assert_eq!(
+        triage["skipped"].as_array().unwrap().len(),
+        1,
+        "notes.txt is named as skipped"
+    );
+
+    let table = Command::new(crashmail_exe())
+        .arg("triage")
+        .arg(&maildir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("42 report(s), 2 distinct crash(es)"),
+        "{text}"
+    );
+    let first_row = text.lines().nth(1).unwrap();
+    assert!(
+        first_row.trim_start().starts_with("30 "),
+        "sorted by count: {first_row}"
+    );
+
+    let later = Command::new(crashmail_exe())
+        .args(["triage", "--since", "2099-01-01"])
+        .arg(&maildir)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&later.stdout).contains("0 report(s)"));
+}

@@ -200,8 +200,9 @@ pub struct Delivery<'a> {
 struct MailingLog {
     /// Times of the mails sent in the last hour.
     sent: Vec<chrono::DateTime<chrono::Utc>>,
-    /// The last mail of each crash signature.
-    last_by_signature: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>,
+    /// The last mail of each crash signature: when, and which report (a
+    /// report resent after its sender died is not a repeat of itself).
+    last_by_signature: std::collections::BTreeMap<String, (chrono::DateTime<chrono::Utc>, String)>,
 }
 
 const MAILING_LOG: &str = "mailing.json";
@@ -315,24 +316,32 @@ impl Delivery<'_> {
                 return self.send_email(claim, &entries).map(Some);
             }
         }
-        let (mut meta, summary, entries) = match read_report(&zip) {
+        let (meta, summary, entries) = match read_report(&zip) {
             Ok(report) => report,
             Err(why) => {
                 claim.finish(crate::outbox::FAILED, |r| r.last_error = Some(why.clone()))?;
                 return Ok(Some(Outcome::Failed(why)));
             }
         };
+        let forced = claim.record().forced;
         let now = chrono::Utc::now();
-        let reserved_at = now;
         let hour = chrono::TimeDelta::hours(1);
 
-        // Decide under the lock, so that two senders count the same mails.
+        // Decide under the lock, and reserve what this mail uses (a slot of
+        // the hour, the signature's window) before sending, so that senders
+        // running at the same time — the watchers of a crash loop — count
+        // each other's mails.
+        let previous_for_signature;
         let repeats: Vec<crate::outbox::Claim>;
         {
             let _lock = OutboxLock::take(self.outbox)?;
             let mut log = MailingLog::load(self.outbox);
             log.forget_before(now - hour);
-            if let Some(last) = log.last_by_signature.get(&meta.signature).copied() {
+            let last_mail = log
+                .last_by_signature
+                .get(&meta.signature)
+                .filter(|(_, mailed)| mailed != id);
+            if let Some(last) = last_mail.map(|(time, _)| *time).filter(|_| !forced) {
                 let window_end = last + to_chrono(self.policy().repeat_window);
                 if window_end > now {
                     let reason = format!(
@@ -347,7 +356,7 @@ impl Delivery<'_> {
                     return Ok(Some(Outcome::Held(reason)));
                 }
             }
-            if log.sent.len() as u32 >= self.policy().mails_per_hour {
+            if !forced && log.sent.len() as u32 >= self.policy().mails_per_hour {
                 let free_at = log.sent.iter().min().copied().unwrap_or(now) + hour;
                 let reason = format!(
                     "the limit of {} mails an hour is reached; next mail at {}",
@@ -360,36 +369,57 @@ impl Delivery<'_> {
                 })?;
                 return Ok(Some(Outcome::Held(reason)));
             }
-            // This mail counts now; a failure gives the slot back below.
-            log.sent.push(reserved_at);
+            log.sent.push(now);
+            previous_for_signature = log
+                .last_by_signature
+                .insert(meta.signature.clone(), (now, id.to_string()));
             log.save(self.outbox)?;
             // Earlier repeats of this signature ride along as a digest.
             repeats = self.claim_repeats(&meta.signature, id)?;
         }
 
-        let mut notes = Vec::new();
-        let mut first_seen = meta.time;
-        for repeat in &repeats {
-            if let Ok((repeat_meta, _, _)) = std::fs::read(repeat.path())
+        // The digest carries the newest report of the group; the others
+        // stay in the outbox, noted as carried by it.
+        let mut members = vec![(claim, meta, summary, entries, zip)];
+        for repeat in repeats {
+            match std::fs::read(repeat.path())
                 .map_err(|e| e.to_string())
-                .and_then(|z| read_report(&z))
+                .and_then(|z| read_report(&z).map(|r| (r, z)))
             {
-                first_seen = first_seen.min(repeat_meta.time);
-                meta.occurrences += repeat_meta.occurrences.max(1);
+                Ok(((meta, summary, entries), zip)) => {
+                    members.push((repeat, meta, summary, entries, zip))
+                }
+                Err(_) => repeat.finish(crate::outbox::PENDING, |_| {})?,
             }
         }
-        if !repeats.is_empty() {
+        let newest = members
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, member)| member.1.time)
+            .map(|(index, _)| index)
+            .unwrap_or(0);
+        let (claim, mut meta, summary, entries, zip) = members.swap_remove(newest);
+        let others = members;
+        let first_seen = others
+            .iter()
+            .map(|m| m.1.time)
+            .fold(meta.time, |a, b| a.min(b));
+        let occurrences: u32 =
+            meta.occurrences.max(1) + others.iter().map(|m| m.1.occurrences.max(1)).sum::<u32>();
+
+        let mut notes = Vec::new();
+        if !others.is_empty() {
             notes.push(format!(
-                "This crash occurred {} times between {} and {}; this email carries the latest report, and the others stay in the outbox.",
-                meta.occurrences,
+                "This crash occurred {occurrences} times between {} and {}; this email carries the latest report, and the others stay in the outbox.",
                 first_seen.format("%Y-%m-%d %H:%M:%S UTC"),
                 meta.time.format("%Y-%m-%d %H:%M:%S UTC")
             ));
+            meta.occurrences = occurrences;
         }
         let dropped: u32 = claim.record().dropped_repeats
-            + repeats
+            + others
                 .iter()
-                .map(|r| r.record().dropped_repeats)
+                .map(|m| m.0.record().dropped_repeats)
                 .sum::<u32>();
         if dropped > 0 {
             notes.push(format!(
@@ -402,6 +432,7 @@ impl Delivery<'_> {
                 "{waiting} more report(s) wait in the outbox because of the hourly mail limit."
             ));
         }
+
         let parts = mail::ReportParts {
             meta: meta.clone(),
             summary,
@@ -417,19 +448,13 @@ impl Delivery<'_> {
             // 552: one more try, minidump left out and logs halved.
             result = self.deliver(&parts, true);
         }
-        let now = chrono::Utc::now();
         match result {
             Ok(_) => {
-                {
-                    let _lock = OutboxLock::take(self.outbox)?;
-                    let mut log = MailingLog::load(self.outbox);
-                    log.last_by_signature.insert(meta.signature.clone(), now);
-                    log.save(self.outbox)?;
-                }
-                let count = repeats.len();
-                for repeat in repeats {
-                    repeat.finish(crate::outbox::SENT, |r| {
-                        r.coalesced_into = Some(id.to_string());
+                let carrier = claim.id().to_string();
+                let count = others.len();
+                for (other, ..) in others {
+                    other.finish(crate::outbox::SENT, |r| {
+                        r.coalesced_into = Some(carrier.clone());
                         r.held = None;
                         r.next_attempt = None;
                     })?;
@@ -439,17 +464,31 @@ impl Delivery<'_> {
             }
             Err(error) => {
                 {
+                    // Give back what was reserved for this mail.
                     let _lock = OutboxLock::take(self.outbox)?;
                     let mut log = MailingLog::load(self.outbox);
-                    if let Some(position) = log.sent.iter().position(|t| *t == reserved_at) {
+                    if let Some(position) = log.sent.iter().position(|t| *t == now) {
                         log.sent.remove(position);
+                    }
+                    if log
+                        .last_by_signature
+                        .get(&meta.signature)
+                        .is_some_and(|(time, _)| *time == now)
+                    {
+                        match previous_for_signature {
+                            Some(previous) => log
+                                .last_by_signature
+                                .insert(meta.signature.clone(), previous),
+                            None => log.last_by_signature.remove(&meta.signature),
+                        };
                     }
                     log.save(self.outbox)?;
                 }
-                for repeat in repeats {
-                    repeat.finish(crate::outbox::PENDING, |_| {})?;
+                for (other, ..) in others {
+                    other.finish(crate::outbox::PENDING, |_| {})?;
                 }
-                self.record_failure(claim, &error, now).map(Some)
+                self.record_failure(claim, &error, chrono::Utc::now())
+                    .map(Some)
             }
         }
     }

@@ -50,6 +50,10 @@ pub struct DeliveryRecord {
     /// within its limits; told in the email that carries this one.
     #[serde(default)]
     pub dropped_repeats: u32,
+    /// Set by `crashmail outbox retry`: the next try ignores the repeat
+    /// window and the hourly limit.
+    #[serde(default)]
+    pub forced: bool,
 }
 
 /// The first retry waits this long; each later one twice as long as the
@@ -384,6 +388,7 @@ impl Claim {
             record.last_attempt = Some(chrono::Utc::now().to_rfc3339());
             record.next_attempt = None;
             record.held = None;
+            record.forced = false;
         })
     }
 }
@@ -400,6 +405,7 @@ impl Outbox {
             record.next_attempt = None;
             record.config_problem = None;
             record.held = None;
+            record.forced = true;
             let json = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
             write_atomic(&self.dir(PENDING).join(format!("{id}.json")), &json)?;
             if state != PENDING {
@@ -560,7 +566,11 @@ impl Outbox {
 /// Writes `bytes` to `path` so that `path` is either absent or complete:
 /// temporary name, fsync, rename, fsync of the folder. The file is 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A bare file name (`AXIS.INI`) has an empty parent: the current folder.
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -178,7 +178,7 @@ pub fn triage(
                     };
                     local.push((index, meta));
                     let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if finished % 64 == 0 || finished == total {
+                    if finished.is_multiple_of(64) || finished == total {
                         progress(finished, total);
                     }
                 }

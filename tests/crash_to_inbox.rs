@@ -440,3 +440,36 @@ fn the_email_has_an_html_body_with_the_summary_and_nothing_external() {
         "the text body stays"
     );
 }
+
+#[test]
+fn a_burst_of_the_same_crash_at_once_sends_one_mail_and_holds_the_rest() {
+    let harness = Harness::new();
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            harness
+                .sample_app("panic")
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert_eq!(child.wait().unwrap().code(), Some(101));
+    }
+    assert!(
+        watchers_gone(&harness.outbox, Duration::from_secs(30)),
+        "{}",
+        harness.watcher_log()
+    );
+    assert_eq!(
+        harness.receiver.messages().len(),
+        1,
+        "one mail for six equal crashes:\n{}",
+        harness.watcher_log()
+    );
+    let pending: Vec<_> = files_in(&harness.outbox.join("pending"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "zip"))
+        .collect();
+    assert_eq!(pending.len(), 5, "the repeats wait for their digest");
+}

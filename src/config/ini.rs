@@ -197,7 +197,12 @@ pub fn parse(text: &str) -> Result<Document, SyntaxError> {
         let Some((key, value)) = line.split_once('=') else {
             return Err(SyntaxError {
                 line: number,
-                message: format!("expected `key = value` or `[section]`, found {line:?}"),
+                // Only the line's first word is shown: the rest may be a
+                // password written with the wrong separator.
+                message: format!(
+                    "expected `key = value` or `[section]`; this line begins with {:?} (the rest is not shown)",
+                    first_word(line)
+                ),
             });
         };
         let key = key.trim();
@@ -224,6 +229,16 @@ pub fn parse(text: &str) -> Result<Document, SyntaxError> {
         });
     }
     Ok(document)
+}
+
+/// The leading letters, digits and underscores of a line.
+fn first_word(line: &str) -> &str {
+    let end = line
+        .char_indices()
+        .find(|(_, c)| !(c.is_alphanumeric() || *c == '_' || *c == '-'))
+        .map(|(i, _)| i)
+        .unwrap_or(line.len());
+    &line[..end.min(40)]
 }
 
 /// `"a b"` → `a b`; `'x'` → `x`; anything else unchanged.
@@ -306,6 +321,19 @@ mod tests {
     fn a_line_that_is_neither_key_nor_section_is_an_error_with_its_number() {
         let err = parse("[smtp]\nServer = a\njust words\n").unwrap_err();
         assert_eq!(err.line, 3);
+    }
+
+    #[test]
+    fn a_password_with_the_wrong_separator_is_not_shown() {
+        for line in [
+            "Password: hunter2b",
+            "Password hunter2b",
+            "Password:hunter2b",
+        ] {
+            let err = parse(&format!("[smtp]\n{line}\n")).unwrap_err();
+            assert!(!err.message.contains("hunter2b"), "{}", err.message);
+            assert!(err.message.contains("\"Password\""), "{}", err.message);
+        }
     }
 
     #[test]

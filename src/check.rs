@@ -101,7 +101,33 @@ pub struct CheckOutcome {
     pub failure: Option<Failure>,
 }
 
+impl Step {
+    /// One line of the table, as printed while the check runs.
+    pub fn line(&self) -> String {
+        format!(
+            "  {}  {:<40}  {:>7}  {}",
+            if self.ok { "ok  " } else { "FAIL" },
+            self.name,
+            format!("{} ms", self.duration.as_millis()),
+            self.detail
+        )
+    }
+}
+
 impl CheckOutcome {
+    /// The cause and what to try, or that the server works.
+    pub fn conclusion(&self) -> String {
+        match &self.failure {
+            None => "\nThe server works: crash reports can be sent.\n".to_string(),
+            Some(failure) => format!(
+                "\n{} {}\nWhat to try: {}\n",
+                failure.class.headline(),
+                failure.detail,
+                failure.class.advice()
+            ),
+        }
+    }
+
     /// The table of steps and, on failure, the cause and what to try.
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
@@ -137,9 +163,19 @@ impl CheckOutcome {
 
 /// Runs the check; with `send_test`, also sends a test message there.
 pub fn run(smtp: &SmtpConfig, send_test: Option<&str>) -> CheckOutcome {
+    run_with(smtp, send_test, &mut |_| {})
+}
+
+/// Runs the check, telling `on_step` about each step as it ends.
+pub fn run_with(
+    smtp: &SmtpConfig,
+    send_test: Option<&str>,
+    on_step: &mut dyn FnMut(&Step),
+) -> CheckOutcome {
     let mut checker = Checker {
         smtp,
         outcome: CheckOutcome::default(),
+        on_step,
     };
     if let Err(failure) = checker.converse(send_test) {
         checker.outcome.failure = Some(failure);
@@ -149,6 +185,7 @@ pub fn run(smtp: &SmtpConfig, send_test: Option<&str>) -> CheckOutcome {
 
 struct Checker<'a> {
     smtp: &'a SmtpConfig,
+    on_step: &'a mut dyn FnMut(&Step),
     outcome: CheckOutcome,
 }
 
@@ -173,7 +210,7 @@ impl Checker<'_> {
         let duration = started.elapsed();
         match result {
             Ok((value, detail)) => {
-                self.outcome.steps.push(Step {
+                self.record(Step {
                     name: name.into(),
                     ok: true,
                     detail,
@@ -182,7 +219,7 @@ impl Checker<'_> {
                 Ok(value)
             }
             Err(failure) => {
-                self.outcome.steps.push(Step {
+                self.record(Step {
                     name: name.into(),
                     ok: false,
                     detail: failure.detail.clone(),
@@ -191,6 +228,11 @@ impl Checker<'_> {
                 Err(failure)
             }
         }
+    }
+
+    fn record(&mut self, step: Step) {
+        (self.on_step)(&step);
+        self.outcome.steps.push(step);
     }
 
     fn converse(&mut self, send_test: Option<&str>) -> StepResult<()> {
@@ -252,7 +294,7 @@ impl Checker<'_> {
                     FailureClass::Tls,
                     "STARTTLS was required (Security = starttls) but the server does not offer it; nothing else was sent",
                 );
-                self.outcome.steps.push(Step {
+                self.record(Step {
                     name: "STARTTLS".into(),
                     ok: false,
                     detail: failure.detail.clone(),
@@ -287,10 +329,13 @@ impl Checker<'_> {
             })?;
         }
 
-        if let Some(recipient) = send_test {
-            self.step(format!("test message to {recipient}"), || {
+        match send_test {
+            Some(recipient) => self.step(format!("test message to {recipient}"), || {
                 send_test_message(&mut session, smtp, recipient)
-            })?;
+            })?,
+            None => self.step("sender and recipients (nothing is sent)", || {
+                check_envelope(&mut session, smtp)
+            })?,
         }
         let _ = session.command("QUIT");
         Ok(())
@@ -523,6 +568,36 @@ fn send_test_message(
             format!("the message was refused: {}", reply.text()),
         )),
     }
+}
+
+/// MAIL FROM and RCPT TO for the configured addresses, then RSET: the
+/// server says whether it would take a report, and nothing is sent.
+fn check_envelope(session: &mut Session, smtp: &SmtpConfig) -> StepResult<((), String)> {
+    let from = bare_address(&smtp.from);
+    let reply = session
+        .command(&format!("MAIL FROM:<{from}>"))
+        .map_err(|e| e.during("MAIL FROM"))?;
+    if reply.code != 250 {
+        return Err(fail(
+            FailureClass::Refused,
+            format!("the sender {from} was refused: {}", reply.text()),
+        ));
+    }
+    for recipient in smtp.to.iter().chain(&smtp.cc) {
+        let to = bare_address(recipient);
+        let reply = session
+            .command(&format!("RCPT TO:<{to}>"))
+            .map_err(|e| e.during("RCPT TO"))?;
+        if !matches!(reply.code, 250 | 251) {
+            return Err(fail(
+                FailureClass::Refused,
+                format!("the recipient {to} was refused: {}", reply.text()),
+            ));
+        }
+    }
+    let _ = session.command("RSET");
+    let count = smtp.to.len() + smtp.cc.len();
+    Ok(((), format!("{from} and {count} recipient(s) accepted")))
 }
 
 fn bare_address(address: &str) -> &str {

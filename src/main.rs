@@ -205,7 +205,7 @@ enum OutboxCommand {
     /// Delete the reports the server refused for good.
     Purge {
         /// Required: only `failed/` is ever purged.
-        #[arg(long)]
+        #[arg(long, required = true)]
         failed: bool,
     },
 }
@@ -249,7 +249,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Config { ini } => {
-            let config = load_config(ini.as_deref())?;
+            let config = match load_config(ini.as_deref()) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("crashmail: {e:#}");
+                    return Ok(ExitCode::from(EXIT_CONFIGURATION));
+                }
+            };
             println!(
                 "Configuration: {} ({})",
                 config.path.display(),
@@ -779,7 +785,13 @@ fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
     let updated = crashmail::setup::apply(original.as_deref(), &changes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     // Refuse to write a file crashmail itself could not use.
-    let config = config::parse(&path, &updated)?;
+    let config = match config::parse(&path, &updated) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("crashmail: not written: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIGURATION));
+        }
+    };
     if Some(&updated) != original.as_ref() {
         crashmail::setup::write(&path, &updated)?;
         println!("Wrote the [smtp] settings to {}", path.display());
@@ -823,20 +835,31 @@ fn prompt_optional(question: &str, default: Option<String>) -> anyhow::Result<Op
     })
 }
 
-/// `crashmail check`: prints each step; the exit code names the failure class.
+/// `crashmail check`: prints each step as it ends; the exit code names the
+/// failure class.
 fn check(ini: Option<&std::path::Path>, send_test: Option<&str>) -> ExitCode {
     use crashmail::check::{CheckOutcome, Failure, FailureClass, Step};
+    if let Some(address) = send_test {
+        if address.parse::<lettre::Address>().is_err() {
+            eprintln!("crashmail: --send-test {address:?} is not an email address");
+            return ExitCode::from(2);
+        }
+    }
     let started = std::time::Instant::now();
     let loaded = load_config(ini);
-    let read_step = |ok: bool, detail: String| Step {
+    let read_step = Step {
         name: "read the configuration".into(),
-        ok,
-        detail,
+        ok: loaded.is_ok(),
+        detail: match &loaded {
+            Ok(config) => config.path.display().to_string(),
+            Err(e) => format!("{e:#}"),
+        },
         duration: started.elapsed(),
     };
+    println!("{}", read_step.line());
     let outcome = match loaded {
         Err(e) => CheckOutcome {
-            steps: vec![read_step(false, format!("{e:#}"))],
+            steps: vec![read_step],
             failure: Some(Failure {
                 class: FailureClass::Configuration,
                 detail: format!("{e:#}"),
@@ -844,14 +867,13 @@ fn check(ini: Option<&std::path::Path>, send_test: Option<&str>) -> ExitCode {
         },
         Ok(config) => {
             print_warnings(&config);
-            let mut outcome = crashmail::check::run(&config.smtp, send_test);
-            outcome
-                .steps
-                .insert(0, read_step(true, config.path.display().to_string()));
-            outcome
+            crashmail::check::run_with(&config.smtp, send_test, &mut |step| {
+                println!("{}", step.line());
+                let _ = std::io::stdout().flush();
+            })
         }
     };
-    print!("{}", outcome.render());
+    print!("{}", outcome.conclusion());
     match outcome.failure {
         None => ExitCode::SUCCESS,
         Some(failure) => ExitCode::from(failure.class.exit_code()),

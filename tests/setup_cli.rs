@@ -102,7 +102,7 @@ fn an_invalid_value_leaves_the_file_untouched() {
     let ini = dir.path().join("AXIS.INI");
     std::fs::write(&ini, EXISTING).unwrap();
     let (code, out) = setup(&["--security", "maybe", "--no-check"], dir.path());
-    assert_ne!(code, 0);
+    assert_eq!(code, 10, "a configuration error: {out}");
     assert!(out.contains("Security") && out.contains("maybe"), "{out}");
     assert_eq!(std::fs::read_to_string(&ini).unwrap(), EXISTING);
 }
@@ -160,4 +160,34 @@ fn on_a_terminal_it_asks_with_defaults_and_checks() {
     let config = crashmail::config::load(&ini).unwrap();
     assert_eq!(config.smtp.security, crashmail::config::Security::None);
     assert_eq!(config.smtp.to, vec!["support@example.com"]);
+}
+
+#[test]
+fn a_bare_file_name_is_written_in_place_and_keeps_its_permissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("AXIS.INI");
+    std::fs::write(
+        &ini,
+        "[smtp]\nServer = a.example.com\nTo = x@example.com\nDomain = example.com\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&ini, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out) = setup(
+        &[
+            "--ini",
+            "AXIS.INI",
+            "--server",
+            "b.example.com",
+            "--no-check",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(std::fs::read_to_string(&ini)
+        .unwrap()
+        .contains("Server = b.example.com"));
+    assert_eq!(
+        std::fs::metadata(&ini).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
 }

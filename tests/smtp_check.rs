@@ -436,3 +436,49 @@ fn a_report_is_never_sent_unauthenticated_when_no_auth_is_offered() {
         "the report waits: {pending:?}"
     );
 }
+
+#[test]
+fn a_server_that_refuses_the_recipient_is_caught_without_sending_anything() {
+    let peer = ScriptedPeer::start(|c| {
+        c.send("220 ok");
+        while let Some(line) = c.recv() {
+            if line.starts_with("RCPT") {
+                c.send("550 5.1.1 no such user");
+            } else if line == "QUIT" {
+                c.send("221 bye");
+                return;
+            } else {
+                c.send("250 ok");
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ini = write_ini(
+        dir.path(),
+        &format!(
+            "Server = 127.0.0.1:{}\nSecurity = none\nDomain = example.com\n",
+            peer.port
+        ),
+    );
+    let (code, out) = check(&ini, &[]);
+    assert_eq!(code, 16, "{out}");
+    assert!(
+        out.contains("support@example.com was refused") && out.contains("no such user"),
+        "{out}"
+    );
+    assert!(
+        !peer.received().iter().any(|l| l == "DATA"),
+        "nothing is sent"
+    );
+}
+
+#[test]
+fn a_send_test_address_that_is_not_one_is_a_command_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = write_ini(
+        dir.path(),
+        "Server = 127.0.0.1:1\nSecurity = none\nDomain = example.com\n",
+    );
+    let (code, out) = check(&ini, &["--send-test", "not-an-address"]);
+    assert_eq!(code, 2, "{out}");
+}

@@ -8,7 +8,7 @@
 #![allow(unsafe_code)]
 
 use crate::report::Frame;
-use object::{Object, ObjectSection, ObjectSegment};
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 use std::collections::HashMap;
 
 /// One module file, opened once.
@@ -18,6 +18,18 @@ struct ModuleFile {
     base_vaddr: u64,
     /// Address ranges of executable code; a probe elsewhere is not a frame.
     code: Vec<(u64, u64)>,
+    /// Function symbols with their sizes, sorted by address. A stripped
+    /// library keeps only its exported symbols: an address must lie inside
+    /// one, or it gets no name rather than its neighbour's.
+    functions: Vec<(u64, u64, String)>,
+}
+
+impl ModuleFile {
+    fn function_at(&self, probe: u64) -> Option<&str> {
+        let index = self.functions.partition_point(|(address, _, _)| *address <= probe);
+        let (address, size, name) = self.functions.get(index.checked_sub(1)?)?;
+        (probe < address + size).then_some(name.as_str())
+    }
 }
 
 /// Symbolises frames by module path and offset, caching opened modules.
@@ -82,7 +94,7 @@ impl LocalSymbolizer {
         // which would make frames and signatures depend on the build profile:
         // bare inlined names are left out and the outer frame takes the
         // symbol table's name.
-        let symbol = module.loader.find_symbol(probe).map(|name| {
+        let symbol = module.function_at(probe).map(|name| {
             crate::report::strip_hash(&addr2line::demangle_auto(name.into(), None)).to_string()
         });
         let mut frames = Vec::new();
@@ -154,11 +166,20 @@ fn open_module(path: &str, expected_build_id: Option<&str>) -> Option<ModuleFile
         .filter(|section| section.kind() == object::SectionKind::Text)
         .map(|section| (section.address(), section.address() + section.size()))
         .collect();
+    let mut functions: Vec<(u64, u64, String)> = object
+        .symbols()
+        .chain(object.dynamic_symbols())
+        .filter(|symbol| symbol.kind() == object::SymbolKind::Text && symbol.size() > 0)
+        .filter_map(|symbol| Some((symbol.address(), symbol.size(), symbol.name().ok()?.to_string())))
+        .collect();
+    functions.sort_by_key(|(address, _, _)| *address);
+    functions.dedup_by_key(|(address, _, _)| *address);
     let loader = addr2line::Loader::new(path).ok()?;
     Some(ModuleFile {
         loader,
         base_vaddr,
         code,
+        functions,
     })
 }
 

@@ -738,14 +738,16 @@ fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
             existing("Server").or_else(|| suggestions.first().map(|s| s.server_value()));
         changes.push((
             "Server",
-            prompt("SMTP server (host or host:port)", server_default)?,
+            prompt("Server", "SMTP server (host or host:port)", server_default)?,
         ));
         let security = prompt(
+            "Security",
             "Security (starttls, tls or none)",
             existing("Security").or(Some("starttls".into())),
         )?;
         changes.push(("Security", security));
-        if let Some(port) = prompt_optional(
+        if let Some(port) = prompt_optional_valid(
+            "Port",
             "Port (empty: the usual one for the security)",
             existing("Port"),
         )? {
@@ -753,11 +755,11 @@ fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
         }
         changes.push((
             "Domain",
-            prompt("Domain mail is sent from", existing("Domain"))?,
+            prompt("Domain", "Domain mail is sent from", existing("Domain"))?,
         ));
         changes.push((
             "To",
-            prompt("Support address(es), comma-separated", existing("To"))?,
+            prompt("To", "Support address(es), comma-separated", existing("To"))?,
         ));
         if let Some(user) =
             prompt_optional("User name (empty: no authentication)", existing("User"))?
@@ -808,12 +810,33 @@ fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
     Ok(check(Some(&path), None))
 }
 
-fn prompt(question: &str, default: Option<String>) -> anyhow::Result<String> {
+/// Asks until the answer is a valid value for `key`.
+fn prompt(key: &str, question: &str, default: Option<String>) -> anyhow::Result<String> {
     loop {
-        if let Some(answer) = prompt_optional(question, default.clone())? {
-            return Ok(answer);
+        match prompt_optional(question, default.clone())? {
+            None => println!("  a value is needed"),
+            Some(answer) => match config::validate_smtp_value(key, &answer) {
+                Ok(()) => return Ok(answer),
+                Err(why) => println!("  {answer:?}: {why}"),
+            },
         }
-        println!("  a value is needed");
+    }
+}
+
+/// Asks for an optional value; an answer must be valid for `key`.
+fn prompt_optional_valid(
+    key: &str,
+    question: &str,
+    default: Option<String>,
+) -> anyhow::Result<Option<String>> {
+    loop {
+        match prompt_optional(question, default.clone())? {
+            None => return Ok(None),
+            Some(answer) => match config::validate_smtp_value(key, &answer) {
+                Ok(()) => return Ok(Some(answer)),
+                Err(why) => println!("  {answer:?}: {why}"),
+            },
+        }
     }
 }
 

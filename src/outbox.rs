@@ -228,13 +228,11 @@ pub fn listing(outbox: &Outbox) -> std::io::Result<String> {
             let Some(id) = name.strip_suffix(".zip") else {
                 continue;
             };
-            let age = entry
+            let file_age = entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .map(human_age)
-                .unwrap_or_default();
+                .and_then(|t| now.duration_since(t).ok());
             let meta = std::fs::read(entry.path())
                 .ok()
                 .and_then(|zip| crate::bundle::read_zip_entries(&zip).ok())
@@ -245,6 +243,26 @@ pub fn listing(outbox: &Outbox) -> std::io::Result<String> {
                     .ok()
                 });
             let record = outbox.record(state, id);
+            // Age of the crash itself, not of the last attempt.
+            let age = meta
+                .as_ref()
+                .and_then(|m| (chrono::Utc::now() - m.time).to_std().ok())
+                .or(file_age)
+                .map(human_age)
+                .unwrap_or_default();
+            let next = match (state, record.next_attempt.as_deref()) {
+                (PENDING, Some(next)) => chrono::DateTime::parse_from_rfc3339(next)
+                    .map(|t| {
+                        if t <= chrono::Utc::now() {
+                            "now".to_string()
+                        } else {
+                            t.with_timezone(&chrono::Local).format("%H:%M").to_string()
+                        }
+                    })
+                    .unwrap_or_default(),
+                (PENDING, None) => "now".into(),
+                _ => String::new(),
+            };
             let (app, reason) = match meta {
                 Some(m) => (format!("{} {}", m.app_name, m.app_version), m.reason),
                 None => match email_subject(&entry.path()) {
@@ -252,10 +270,14 @@ pub fn listing(outbox: &Outbox) -> std::io::Result<String> {
                     None => ("?".into(), "(report.json unreadable)".into()),
                 },
             };
-            let error = if state == SENT {
-                String::new()
-            } else {
-                record.last_error.unwrap_or_default()
+            let error = match (state, &record.held) {
+                (SENT, _) => record
+                    .coalesced_into
+                    .as_ref()
+                    .map(|c| format!("carried by {c}"))
+                    .unwrap_or_default(),
+                (PENDING, Some(held)) => format!("held: {held}"),
+                _ => record.last_error.clone().unwrap_or_default(),
             };
             rows.push([
                 state.to_string(),
@@ -264,6 +286,7 @@ pub fn listing(outbox: &Outbox) -> std::io::Result<String> {
                 app,
                 reason,
                 record.attempts.to_string(),
+                next,
                 error,
             ]);
         }
@@ -280,7 +303,8 @@ pub fn listing(outbox: &Outbox) -> std::io::Result<String> {
             "application",
             "reason",
             "attempts",
-            "last error",
+            "next try",
+            "last error, or why it waits",
         ];
         let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
         for row in &rows {

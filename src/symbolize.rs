@@ -26,7 +26,9 @@ struct ModuleFile {
 
 impl ModuleFile {
     fn function_at(&self, probe: u64) -> Option<&str> {
-        let index = self.functions.partition_point(|(address, _, _)| *address <= probe);
+        let index = self
+            .functions
+            .partition_point(|(address, _, _)| *address <= probe);
         let (address, size, name) = self.functions.get(index.checked_sub(1)?)?;
         (probe < address + size).then_some(name.as_str())
     }
@@ -170,7 +172,13 @@ fn open_module(path: &str, expected_build_id: Option<&str>) -> Option<ModuleFile
         .symbols()
         .chain(object.dynamic_symbols())
         .filter(|symbol| symbol.kind() == object::SymbolKind::Text && symbol.size() > 0)
-        .filter_map(|symbol| Some((symbol.address(), symbol.size(), symbol.name().ok()?.to_string())))
+        .filter_map(|symbol| {
+            Some((
+                symbol.address(),
+                symbol.size(),
+                symbol.name().ok()?.to_string(),
+            ))
+        })
         .collect();
     functions.sort_by_key(|(address, _, _)| *address);
     functions.dedup_by_key(|(address, _, _)| *address);

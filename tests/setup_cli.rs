@@ -139,6 +139,11 @@ fn on_a_terminal_it_asks_with_defaults_and_checks() {
     session
         .expect("Security (starttls, tls or none) [starttls]: ")
         .unwrap();
+    session.send_line("2525").unwrap();
+    session.expect("expected starttls, tls or none").unwrap();
+    session
+        .expect("Security (starttls, tls or none) [starttls]: ")
+        .unwrap();
     session.send_line("none").unwrap();
     session
         .expect("Port (empty: the usual one for the security): ")

@@ -962,6 +962,30 @@ impl Reader<'_> {
     }
 }
 
+/// Checks one `[smtp]` value as the reader would, for prompts that want to
+/// re-ask at once rather than fail at the end.
+pub fn validate_smtp_value(key: &str, value: &str) -> Result<(), String> {
+    match key.to_ascii_lowercase().as_str() {
+        "server" => split_host_port(value).map(|_| ()),
+        "security" => Security::parse(value)
+            .map(|_| ())
+            .ok_or_else(|| "expected starttls, tls or none".to_string()),
+        "port" => parse_port(value)
+            .map(|_| ())
+            .ok_or_else(|| "expected a port number from 1 to 65535".to_string()),
+        "domain" | "heloname" => check_host(value.trim_end_matches('.')),
+        "from" => check_address(value),
+        "to" | "cc" => {
+            let list = split_addresses(value);
+            if list.is_empty() {
+                return Err("at least one address is needed".into());
+            }
+            list.iter().try_for_each(|address| check_address(address))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `a@x, b@y; c@z` → three addresses.
 pub fn split_addresses(value: &str) -> Vec<String> {
     value

@@ -201,7 +201,13 @@ pub fn install(options: Options) -> Result<Guard, InstallError> {
     let installed = Installed {
         app_name: options.app_name.clone(),
         app_version: options.app_version.clone(),
-        log_files: options.log_files.clone(),
+        // Absolute now: a record left for a later `crashmail` run must name
+        // the logs wherever that run starts.
+        log_files: options
+            .log_files
+            .iter()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+            .collect(),
         outbox_dir,
         pid: std::process::id(),
     };

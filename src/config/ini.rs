@@ -22,6 +22,10 @@ pub enum Encoding {
     Utf8,
     Utf8Bom,
     Utf16LeBom,
+    Utf16BeBom,
+    /// UTF-16 without a byte-order mark, recognised by its zero bytes.
+    Utf16Le,
+    Utf16Be,
     Windows1252,
 }
 
@@ -31,6 +35,9 @@ impl fmt::Display for Encoding {
             Encoding::Utf8 => "UTF-8",
             Encoding::Utf8Bom => "UTF-8 with BOM",
             Encoding::Utf16LeBom => "UTF-16LE with BOM",
+            Encoding::Utf16BeBom => "UTF-16BE with BOM",
+            Encoding::Utf16Le => "UTF-16LE",
+            Encoding::Utf16Be => "UTF-16BE",
             Encoding::Windows1252 => "Windows-1252",
         })
     }
@@ -45,11 +52,22 @@ pub fn decode(bytes: &[u8]) -> (String, Encoding) {
         );
     }
     if let Some(rest) = bytes.strip_prefix(b"\xFF\xFE") {
-        let units: Vec<u16> = rest
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        return (String::from_utf16_lossy(&units), Encoding::Utf16LeBom);
+        return (utf16(rest, u16::from_le_bytes), Encoding::Utf16LeBom);
+    }
+    if let Some(rest) = bytes.strip_prefix(b"\xFE\xFF") {
+        return (utf16(rest, u16::from_be_bytes), Encoding::Utf16BeBom);
+    }
+    // UTF-16 without a BOM: ASCII text has a zero in every other byte.
+    if bytes.len() >= 4 && bytes.len() % 2 == 0 {
+        let zeros_odd = bytes.iter().skip(1).step_by(2).filter(|b| **b == 0).count();
+        let zeros_even = bytes.iter().step_by(2).filter(|b| **b == 0).count();
+        let half = bytes.len() / 2;
+        if zeros_odd * 10 >= half * 9 && zeros_even == 0 {
+            return (utf16(bytes, u16::from_le_bytes), Encoding::Utf16Le);
+        }
+        if zeros_even * 10 >= half * 9 && zeros_odd == 0 {
+            return (utf16(bytes, u16::from_be_bytes), Encoding::Utf16Be);
+        }
     }
     match std::str::from_utf8(bytes) {
         Ok(text) => (text.to_string(), Encoding::Utf8),
@@ -60,16 +78,30 @@ pub fn decode(bytes: &[u8]) -> (String, Encoding) {
     }
 }
 
+fn utf16(bytes: &[u8], unit: fn([u8; 2]) -> u16) -> String {
+    let units: Vec<u16> = bytes.chunks_exact(2).map(|c| unit([c[0], c[1]])).collect();
+    String::from_utf16_lossy(&units)
+}
+
 /// Encodes text back into `encoding`. Characters Windows-1252 cannot hold
 /// become `?`.
 pub fn encode(text: &str, encoding: Encoding) -> Vec<u8> {
     match encoding {
         Encoding::Utf8 => text.as_bytes().to_vec(),
         Encoding::Utf8Bom => [b"\xEF\xBB\xBF".as_slice(), text.as_bytes()].concat(),
-        Encoding::Utf16LeBom => {
-            let mut bytes = vec![0xFF, 0xFE];
+        Encoding::Utf16LeBom | Encoding::Utf16Le | Encoding::Utf16BeBom | Encoding::Utf16Be => {
+            let little = matches!(encoding, Encoding::Utf16LeBom | Encoding::Utf16Le);
+            let mut bytes = match encoding {
+                Encoding::Utf16LeBom => vec![0xFF, 0xFE],
+                Encoding::Utf16BeBom => vec![0xFE, 0xFF],
+                _ => Vec::new(),
+            };
             for unit in text.encode_utf16() {
-                bytes.extend_from_slice(&unit.to_le_bytes());
+                bytes.extend_from_slice(&if little {
+                    unit.to_le_bytes()
+                } else {
+                    unit.to_be_bytes()
+                });
             }
             bytes
         }
@@ -356,6 +388,15 @@ mod tests {
             encode(&text, Encoding::Windows1252),
             b"[smtp]\nFromName = Soci\xe9t\xe9 \x80\n"
         );
+    }
+
+    #[test]
+    fn utf16_big_endian_and_without_bom_are_read_and_written_back() {
+        let text = "[smtp]\r\nServer = a.example\r\n";
+        for encoding in [Encoding::Utf16BeBom, Encoding::Utf16Le, Encoding::Utf16Be] {
+            let bytes = encode(text, encoding);
+            assert_eq!(decode(&bytes), (text.to_string(), encoding), "{encoding}");
+        }
     }
 
     #[test]

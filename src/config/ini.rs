@@ -264,13 +264,11 @@ pub fn parse(text: &str) -> Result<Document, SyntaxError> {
 }
 
 /// The leading letters, digits and underscores of a line.
-fn first_word(line: &str) -> &str {
-    let end = line
-        .char_indices()
-        .find(|(_, c)| !(c.is_alphanumeric() || *c == '_' || *c == '-'))
-        .map(|(i, _)| i)
-        .unwrap_or(line.len());
-    &line[..end.min(40)]
+fn first_word(line: &str) -> String {
+    line.chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '-')
+        .take(40)
+        .collect()
 }
 
 /// `"a b"` → `a b`; `'x'` → `x`; anything else unchanged.
@@ -366,6 +364,14 @@ mod tests {
             assert!(!err.message.contains("hunter2b"), "{}", err.message);
             assert!(err.message.contains("\"Password\""), "{}", err.message);
         }
+    }
+
+    #[test]
+    fn a_long_first_word_of_wide_characters_is_cut_on_a_character() {
+        // Found by the fuzzer: a byte index inside a three-byte character.
+        let line = "\u{1818}".repeat(30);
+        let err = parse(&format!("[smtp]\n{line}\n")).unwrap_err();
+        assert_eq!(err.line, 2);
     }
 
     #[test]

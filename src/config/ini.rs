@@ -58,7 +58,7 @@ pub fn decode(bytes: &[u8]) -> (String, Encoding) {
         return (utf16(rest, u16::from_be_bytes), Encoding::Utf16BeBom);
     }
     // UTF-16 without a BOM: ASCII text has a zero in every other byte.
-    if bytes.len() >= 4 && bytes.len() % 2 == 0 {
+    if bytes.len() >= 4 && bytes.len().is_multiple_of(2) {
         let zeros_odd = bytes.iter().skip(1).step_by(2).filter(|b| **b == 0).count();
         let zeros_even = bytes.iter().step_by(2).filter(|b| **b == 0).count();
         let half = bytes.len() / 2;

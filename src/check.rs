@@ -517,9 +517,13 @@ fn send_test_message(
         .from(smtp.from.parse().map_err(|e| fail(FailureClass::Configuration, format!("From: {e}")))?)
         .to(recipient.parse().map_err(|e| fail(FailureClass::Configuration, format!("{recipient:?}: {e}")))?)
         .subject("crashmail test message")
-        .body(String::from(
+        // A Message-ID and MIME headers like any real mail, so that strict
+        // providers judge the test as they will judge the reports.
+        .message_id(None)
+        .date_now()
+        .singlepart(lettre::message::SinglePart::plain(String::from(
             "This message was sent by `crashmail check --send-test`.\nCrash reports from this machine can reach you.\n",
-        ))
+        )))
         .map_err(|e| fail(FailureClass::Configuration, e.to_string()))?;
     let bare_from = bare_address(&smtp.from);
     let reply = session

@@ -82,20 +82,21 @@ pub fn run(options: DemoOptions) -> anyhow::Result<bool> {
                 receiver
                     .wait_for(step + 1, MAIL_WAIT)
                     .get(step)
-                    .map(|m| m.data.clone()),
+                    .map(|m| m.data.clone())
+                    .ok_or_else(|| format!("no report arrived within {MAIL_WAIT:?}")),
             ),
             None => (
                 out.join(format!("{}-{kind}.zip", step + 1)),
                 wait_for_sent(&outbox, step + 1, MAIL_WAIT),
             ),
         };
-        let Some(message) = message else {
-            println!(
-                "  no report arrived within {MAIL_WAIT:?}; see {}",
-                outbox.join("watcher.log").display()
-            );
-            all_complete = false;
-            continue;
+        let message = match message {
+            Ok(message) => message,
+            Err(why) => {
+                println!("  {why}; see {}", outbox.join("watcher.log").display());
+                all_complete = false;
+                continue;
+            }
         };
         std::fs::write(&saved_path, &message)?;
         match &receiver {
@@ -161,23 +162,55 @@ fn describe_status(status: &std::process::ExitStatus) -> String {
 }
 
 /// The `count`-th report to reach the outbox's `sent/` folder.
-fn wait_for_sent(outbox: &Path, count: usize, timeout: Duration) -> Option<Vec<u8>> {
+fn wait_for_sent(outbox: &Path, count: usize, timeout: Duration) -> Result<Vec<u8>, String> {
     let deadline = std::time::Instant::now() + timeout;
+    let Ok(opened) = crate::outbox::Outbox::open(outbox) else {
+        return Err(format!("the outbox {} cannot be opened", outbox.display()));
+    };
     loop {
-        let mut sent: Vec<PathBuf> = std::fs::read_dir(outbox.join(crate::outbox::SENT))
-            .map(|dir| {
-                dir.filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|e| e == "zip"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        sent.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-        if sent.len() >= count {
-            return std::fs::read(&sent[count - 1]).ok();
+        // Reports the watcher has finished with: sent, refused, or tried
+        // and kept for later. The count-th of them is this step's.
+        let mut finished: Vec<(std::time::SystemTime, &str, PathBuf)> = Vec::new();
+        for state in [
+            crate::outbox::SENT,
+            crate::outbox::FAILED,
+            crate::outbox::PENDING,
+        ] {
+            for entry in std::fs::read_dir(opened.dir(state))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let path = entry.path();
+                let Some(id) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+                    continue;
+                };
+                if path.extension().is_none_or(|e| e != "zip") {
+                    continue;
+                }
+                if state == crate::outbox::PENDING && opened.record(state, &id).attempts == 0 {
+                    continue;
+                }
+                let time = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                finished.push((time, state, path));
+            }
+        }
+        finished.sort_by_key(|(time, _, _)| *time);
+        if let Some((_, state, path)) = finished.get(count - 1) {
+            if *state == crate::outbox::SENT {
+                return std::fs::read(path).map_err(|e| e.to_string());
+            }
+            let id = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let why = opened.record(state, &id).last_error.unwrap_or_default();
+            return Err(format!("the report was not delivered ({state}): {why}"));
         }
         if std::time::Instant::now() >= deadline {
-            return None;
+            return Err(format!("no report was sent within {timeout:?}"));
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -722,6 +722,14 @@ impl Reader<'_> {
             None => port_in_server.unwrap_or(security.default_port()),
         };
         self.note(SMTP, "Port", port.to_string());
+        if self.entry(SMTP, "Port").is_none() {
+            if let (Some(_), Some(server)) = (port_in_server, self.entry(SMTP, "Server")) {
+                let line = server.line;
+                if let Some(setting) = self.settings.last_mut() {
+                    setting.origin = format!("from Server, line {line}");
+                }
+            }
+        }
 
         let user = self.get(SMTP, "User").map(str::to_string);
         self.note(SMTP, "User", user.clone().unwrap_or_default());

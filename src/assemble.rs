@@ -83,19 +83,47 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
             }),
             None,
         )
-    } else if let Some(signal) = analysis
+    } else if let Some(mut signal) = analysis
         .as_ref()
         .and_then(|a| a.signal.clone())
         .or_else(|| evidence.signal_record.as_ref().map(signal_from_record))
     {
+        // The handler's own record knows who sent a signal and where a
+        // fault was; the dump's exception record does not keep them.
+        if let Some(record) = evidence
+            .signal_record
+            .as_ref()
+            .filter(|r| r.signal == signal.number)
+        {
+            if record.code <= 0 {
+                signal.code_name = Some(crashmail_handler::protocol::signal_origin(
+                    record.code,
+                    record.sender_pid,
+                    record.pid,
+                ));
+                signal.address = None;
+            } else {
+                signal.address = Some(record.address);
+            }
+        }
+        let stack_overflow = dump::is_stack_overflow(
+            signal.number,
+            signal.address.unwrap_or(0),
+            analysis.as_ref().and_then(|a| a.stack_pointer),
+        );
         let frames = analysis
             .as_ref()
             .map(|a| a.frames.clone())
             .unwrap_or_default();
+        let class = if stack_overflow {
+            "stack overflow".to_string()
+        } else {
+            signal.name.clone()
+        };
         (
             ReportKind::Signal,
-            dump::signal_reason(&signal),
-            signal.name.clone(),
+            dump::crash_reason(&signal, stack_overflow),
+            class,
             frames,
             None,
             Some(signal),

@@ -19,6 +19,8 @@ pub struct DumpAnalysis {
     pub threads: Vec<(u32, Option<String>, Vec<Frame>)>,
     /// `path (build id)` of every module, main executable first.
     pub modules: Vec<String>,
+    /// The crashing thread's stack pointer at the crash.
+    pub stack_pointer: Option<u64>,
 }
 
 /// Frames shown in a summary.
@@ -50,6 +52,11 @@ pub fn analyse(bytes: &[u8], symbol_paths: &[PathBuf]) -> Result<DumpAnalysis, S
             address: Some(record.exception_address),
             thread_id: Some(exception.get_crashing_thread_id()),
         });
+        let misc = dump.get_stream::<minidump::MinidumpMiscInfo>().ok();
+        analysis.stack_pointer = system
+            .as_ref()
+            .and_then(|system| exception.context(system, misc.as_ref()))
+            .map(|context| context.get_stack_pointer());
     }
     if let Ok(modules) = dump.get_stream::<MinidumpModuleList>() {
         analysis.modules = modules
@@ -154,6 +161,31 @@ fn frame_of(frame: &minidump_unwind::StackFrame) -> Frame {
         _ => None,
     };
     Frame { function, location }
+}
+
+/// A fault at (or a page or so below) the stack pointer is the stack
+/// running into its guard page; a bad pointer faults anywhere else.
+pub fn is_stack_overflow(signal: i32, fault_address: u64, stack_pointer: Option<u64>) -> bool {
+    let Some(sp) = stack_pointer else {
+        return false;
+    };
+    matches!(signal, libc::SIGSEGV | libc::SIGBUS)
+        && fault_address != 0
+        && fault_address <= sp.saturating_add(4096)
+        && sp.saturating_sub(fault_address) <= 1024 * 1024
+}
+
+/// One-line reason for a signal: `SIGSEGV (SEGV_MAPERR) at 0x0`, or
+/// `stack overflow (SIGSEGV at 0x7ffe…)`.
+pub fn crash_reason(signal: &SignalFacts, stack_overflow: bool) -> String {
+    if stack_overflow {
+        return format!(
+            "stack overflow ({} at {:#x})",
+            signal.name,
+            signal.address.unwrap_or(0)
+        );
+    }
+    signal_reason(signal)
 }
 
 /// One-line reason for a signal: `SIGSEGV (SEGV_MAPERR) at 0x0`.

@@ -40,6 +40,7 @@ enum Event {
     Panic(Box<PanicRecord>),
     Dump(Result<PathBuf, String>),
     Goodbye,
+    Signal(crashmail_handler::protocol::SignalRecord),
     AllDisconnected,
     ServerFailed(String),
 }
@@ -107,6 +108,15 @@ impl ServerHandler for Handler {
                 }
             },
             Some(MessageKind::Goodbye) => Event::Goodbye,
+            Some(MessageKind::Signal) => match crashmail_handler::protocol::SignalRecord::parse(
+                &String::from_utf8_lossy(&buffer),
+            ) {
+                Some(record) => Event::Signal(record),
+                None => {
+                    log::error!("unreadable signal record");
+                    return;
+                }
+            },
             None => {
                 log::warn!("unknown message kind {kind}");
                 return;
@@ -129,13 +139,14 @@ impl ServerHandler for Handler {
 #[derive(Default)]
 struct PendingCrash {
     panic: Option<PanicRecord>,
+    signal: Option<crashmail_handler::protocol::SignalRecord>,
     dump: Option<Result<PathBuf, String>>,
     since: Option<Instant>,
 }
 
 impl PendingCrash {
     fn is_empty(&self) -> bool {
-        self.panic.is_none() && self.dump.is_none()
+        self.panic.is_none() && self.dump.is_none() && self.signal.is_none()
     }
 }
 
@@ -225,6 +236,10 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
                 session.report(std::mem::take(&mut crash), false);
             }
             Ok(Event::Goodbye) => session.goodbye = true,
+            Ok(Event::Signal(record)) => {
+                crash.signal = Some(record);
+                crash.since.get_or_insert_with(Instant::now);
+            }
             Ok(Event::AllDisconnected) => break,
             Ok(Event::ServerFailed(why)) => {
                 log::error!("the IPC server stopped: {why}");
@@ -369,7 +384,7 @@ impl Session {
             log_files,
             panic: crash.panic,
             minidump,
-            signal_record: None,
+            signal_record: crash.signal,
             abnormal_exit,
             time: None,
         };

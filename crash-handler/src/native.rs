@@ -100,10 +100,29 @@ fn on_crash(context: &CrashContext) -> CrashEventResult {
         // The abort that ends a panic already reported.
         return CrashEventResult::Handled(false);
     }
+    let a_real_signal = PANIC_PHASE.load(Ordering::Acquire) == PANIC_NONE;
+    let line = signal_line(context);
     let dumped = link::wait_connected(link::CRASH_WAIT)
-        && link::dump_client().is_some_and(|client| client.request_dump(context).is_ok());
-    if !dumped && PANIC_PHASE.load(Ordering::Acquire) == PANIC_NONE {
-        write_signal_record(context);
+        && link::dump_client().is_some_and(|client| {
+            // The signal's own facts first (who sent it, the fault address):
+            // they reach the watcher even when the dump cannot be written.
+            if a_real_signal {
+                let _ = client
+                    .send_message(crate::protocol::MessageKind::Signal as u32, line.as_bytes());
+            }
+            client.request_dump(context).is_ok()
+        });
+    if !dumped && a_real_signal {
+        write_signal_record(&line);
+    }
+    if signal == libc::SIGTRAP && a_real_signal && context.siginfo.ssi_code > 0 {
+        // A breakpoint is a trap, not a fault: returning runs on past it
+        // instead of raising it again. Queue it, so that once the previous
+        // handler is back the process ends by SIGTRAP as it would have.
+        // SAFETY: tgkill on this very thread.
+        unsafe {
+            libc::syscall(libc::SYS_tgkill, context.pid, context.tid, libc::SIGTRAP);
+        }
     }
     // Not "handled": the previous handlers run again, so the process dies
     // exactly as it would have without crashmail (Rust's stack-overflow
@@ -143,14 +162,14 @@ pub(crate) fn leaked_ref<T>(pointer: *mut T) -> Option<&'static T> {
     unsafe { pointer.as_ref() }
 }
 
-/// Writes `signal=… code=… pid=… sender=… addr=… time=…` to the outbox's
-/// `incoming/` folder with async-signal-safe calls only.
-fn write_signal_record(context: &CrashContext) {
-    let Some(paths) = SIGNAL_RECORD.get() else {
-        return;
-    };
+/// `app=… version=… signal=… code=… pid=… sender=… addr=… time=…`, built
+/// on the stack.
+fn signal_line(context: &CrashContext) -> LineBuffer {
+    let (sender, address) = sender_and_address(context);
     let mut line = LineBuffer::new();
-    line.push_str(&paths.prefix);
+    if let Some(paths) = SIGNAL_RECORD.get() {
+        line.push_str(&paths.prefix);
+    }
     line.push_str(b"signal=");
     line.push_u64(context.siginfo.ssi_signo as u64);
     line.push_str(b" code=");
@@ -158,13 +177,48 @@ fn write_signal_record(context: &CrashContext) {
     line.push_str(b" pid=");
     line.push_u64(context.pid as u64);
     line.push_str(b" sender=");
-    line.push_u64(context.siginfo.ssi_pid as u64);
+    line.push_u64(sender as u64);
     line.push_str(b" addr=");
-    line.push_u64(context.siginfo.ssi_addr);
+    line.push_u64(address);
     line.push_str(b" time=");
     // SAFETY: time(NULL) is async-signal-safe.
     line.push_u64(unsafe { libc::time(std::ptr::null_mut()) } as u64);
     line.push_str(b"\n");
+    line
+}
+
+/// The sender's pid (for a signal sent with kill or tgkill) and the fault
+/// address (for a fault), read where the kernel's `siginfo_t` keeps them.
+///
+/// The crash context holds the kernel's `siginfo_t` bytes typed as a
+/// `signalfd_siginfo`, whose fields lie elsewhere: its `ssi_pid` and
+/// `ssi_addr` read padding. In `siginfo_t` both live at byte 16 on 64-bit
+/// Linux (and the signal number and code, at 0 and 8, agree).
+fn sender_and_address(context: &CrashContext) -> (u32, u64) {
+    const SIGINFO_UNION: usize = 16;
+    // SAFETY: `siginfo` is a 128-byte plain-data struct; reading its bytes
+    // is always valid.
+    let raw: &[u8; 128] = unsafe { &*(std::ptr::addr_of!(context.siginfo).cast::<[u8; 128]>()) };
+    let mut pid = [0u8; 4];
+    pid.copy_from_slice(&raw[SIGINFO_UNION..SIGINFO_UNION + 4]);
+    let mut address = [0u8; 8];
+    address.copy_from_slice(&raw[SIGINFO_UNION..SIGINFO_UNION + 8]);
+    let code = context.siginfo.ssi_code;
+    if code <= 0 {
+        // Sent: the union holds the sender.
+        (u32::from_ne_bytes(pid), 0)
+    } else {
+        // A fault: the union holds the address.
+        (0, u64::from_ne_bytes(address))
+    }
+}
+
+/// Writes the signal line to the outbox's `incoming/` folder with
+/// async-signal-safe calls only.
+fn write_signal_record(line: &LineBuffer) {
+    let Some(paths) = SIGNAL_RECORD.get() else {
+        return;
+    };
     // SAFETY: open/write/fsync/close/rename are async-signal-safe and the
     // paths are NUL-terminated C strings made at install time.
     unsafe {

@@ -20,6 +20,9 @@ pub enum MessageKind {
     Panic = 2,
     /// Empty body: the application is shutting down cleanly.
     Goodbye = 3,
+    /// A [`SignalRecord`] line, sent by the signal handler just before it
+    /// asks for the dump.
+    Signal = 4,
 }
 
 impl MessageKind {
@@ -29,6 +32,7 @@ impl MessageKind {
             1 => Some(Self::Hello),
             2 => Some(Self::Panic),
             3 => Some(Self::Goodbye),
+            4 => Some(Self::Signal),
             _ => None,
         }
     }

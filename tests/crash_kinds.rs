@@ -1,0 +1,310 @@
+//! Every way a process can die, with `crash-handler/examples/crashy.rs`
+//! embedding crashmail as the README shows: exactly one delivered report of
+//! the right kind and reason, and the process dying the way it dies without
+//! crashmail. In debug and release builds, and under `panic = "abort"`.
+
+mod common;
+
+use common::*;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// What a kind must produce: no report, or one of this kind whose reason
+/// contains this text.
+struct Expected {
+    kind: &'static str,
+    report: Option<(&'static str, &'static str)>,
+}
+
+const KINDS: &[Expected] = &[
+    Expected {
+        kind: "segv",
+        report: Some(("signal", "SIGSEGV")),
+    },
+    Expected {
+        kind: "segv-thread",
+        report: Some(("signal", "SIGSEGV")),
+    },
+    Expected {
+        kind: "bus",
+        report: Some(("signal", "SIGBUS")),
+    },
+    Expected {
+        kind: "bus-thread",
+        report: Some(("signal", "SIGBUS")),
+    },
+    Expected {
+        kind: "ill",
+        report: Some(("signal", "SIGILL")),
+    },
+    Expected {
+        kind: "ill-thread",
+        report: Some(("signal", "SIGILL")),
+    },
+    Expected {
+        kind: "fpe",
+        report: Some(("signal", "SIGFPE")),
+    },
+    Expected {
+        kind: "fpe-thread",
+        report: Some(("signal", "SIGFPE")),
+    },
+    Expected {
+        kind: "abort",
+        report: Some(("signal", "SIGABRT")),
+    },
+    Expected {
+        kind: "abort-thread",
+        report: Some(("signal", "SIGABRT")),
+    },
+    Expected {
+        kind: "trap",
+        report: Some(("signal", "SIGTRAP")),
+    },
+    Expected {
+        kind: "trap-thread",
+        report: Some(("signal", "SIGTRAP")),
+    },
+    Expected {
+        kind: "stack-overflow",
+        report: Some(("signal", "stack overflow")),
+    },
+    Expected {
+        kind: "stack-overflow-thread",
+        report: Some(("signal", "stack overflow")),
+    },
+    Expected {
+        kind: "stack-overflow-pthread",
+        report: Some(("signal", "stack overflow")),
+    },
+    Expected {
+        kind: "panic",
+        report: Some(("panic", "bad index 7")),
+    },
+    Expected {
+        kind: "panic-thread",
+        report: Some(("panic", "bad index 9")),
+    },
+    Expected {
+        kind: "panic-string",
+        report: Some(("panic", "order 1042 is missing")),
+    },
+    Expected {
+        kind: "panic-any",
+        report: Some(("panic", "not a string")),
+    },
+    Expected {
+        kind: "double-panic",
+        report: Some(("panic", "first panic")),
+    },
+    Expected {
+        kind: "panic-logger-lock",
+        report: Some(("panic", "panic while the logger is locked")),
+    },
+    Expected {
+        kind: "double-free",
+        report: Some(("signal", "SIGABRT")),
+    },
+    Expected {
+        kind: "kill-segv",
+        report: Some(("signal", "sent by another process")),
+    },
+    Expected {
+        kind: "sigkill",
+        report: Some(("abnormal-exit", "without a clean shutdown")),
+    },
+    Expected {
+        kind: "exit-3",
+        report: None,
+    },
+    Expected {
+        kind: "clean",
+        report: None,
+    },
+];
+
+/// Builds `crashy` with a cargo profile, once per test run.
+fn crashy(profile: &'static str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<&'static str, PathBuf>>> =
+        OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap();
+    if let Some(path) = built.get(profile) {
+        return path.clone();
+    }
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            "crashy",
+            "-p",
+            "crashmail-handler",
+            "--profile",
+            profile,
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo builds crashy");
+    assert!(status.success(), "building crashy ({profile}) failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let folder = if profile == "dev" { "debug" } else { profile };
+    let path = target.join(folder).join("examples/crashy");
+    built.insert(profile, path.clone());
+    path
+}
+
+fn death(status: &ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        _ => "unknown".into(),
+    }
+}
+
+/// Runs one kind with and without crashmail; returns a failure, if any.
+fn check_kind(crashy: &std::path::Path, expected: &Expected) -> Option<String> {
+    let harness = Harness::new();
+    let run = |with_crashmail: bool| {
+        let mut command = Command::new(crashy);
+        command
+            .arg(expected.kind)
+            .env("CRASHY_LOG", &harness.log)
+            .env("CRASHMAIL_OUTBOX", &harness.outbox)
+            .env("AXIS_INI", &harness.ini)
+            .env("CRASHMAIL_WATCHER", crashmail_exe())
+            .env_remove("AXIS_HOME")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if !with_crashmail {
+            command.env("CRASHY_WITHOUT_CRASHMAIL", "1");
+        }
+        let started = Instant::now();
+        let status = command.status().expect("crashy runs");
+        (status, started.elapsed())
+    };
+    let (without, _) = run(false);
+    let (with, took) = run(true);
+    let kind = expected.kind;
+    if death(&with) != death(&without) {
+        return Some(format!(
+            "{kind}: dies by {} with crashmail, {} without",
+            death(&with),
+            death(&without)
+        ));
+    }
+    if kind == "panic-logger-lock" && took > Duration::from_secs(5) {
+        return Some(format!("{kind}: took {took:?}, more than 5 s"));
+    }
+    if !watchers_gone(&harness.outbox, Duration::from_secs(30)) {
+        return Some(format!("{kind}: the watcher is still running"));
+    }
+    let messages = harness.receiver.messages();
+    match (expected.report, messages.len()) {
+        (None, 0) => None,
+        (None, n) => Some(format!("{kind}: {n} report(s) for an orderly end")),
+        (Some(_), n) if n != 1 => Some(format!(
+            "{kind}: {n} reports instead of one; watcher.log:\n{}",
+            harness.watcher_log()
+        )),
+        (Some((report_kind, reason)), _) => {
+            let mail = parse_mail(&messages[0].data);
+            let report = report_json(&mail);
+            let actual_kind = report["kind"].as_str().unwrap_or_default();
+            let actual_reason = report["reason"].as_str().unwrap_or_default();
+            if actual_kind != report_kind || !actual_reason.contains(reason) {
+                return Some(format!("{kind}: a {actual_kind} report \"{actual_reason}\", expected {report_kind} \"{reason}\""));
+            }
+            let log = String::from_utf8_lossy(&mail.entries["logs/app.log"]).into_owned();
+            if !log.contains(&format!("last line before the crash: {kind}")) {
+                return Some(format!("{kind}: the log tail lacks the last line: {log:?}"));
+            }
+            None
+        }
+    }
+}
+
+fn check_all(profile: &'static str) {
+    let crashy = crashy(profile);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..3 {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(expected) = KINDS.get(index) else {
+                    break;
+                };
+                if let Some(failure) = check_kind(&crashy, expected) {
+                    failures.lock().unwrap().push(failure);
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} kind(s) failed ({profile}):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn every_kind_in_a_debug_build() {
+    check_all("dev");
+}
+
+#[test]
+fn every_kind_in_a_release_build() {
+    check_all("release");
+}
+
+#[test]
+fn a_panic_under_panic_abort_is_one_panic_report_at_the_panic_site() {
+    let crashy = crashy("panic-abort");
+    let harness = Harness::new();
+    let status = Command::new(&crashy)
+        .arg("panic")
+        .env("CRASHY_LOG", &harness.log)
+        .env("CRASHMAIL_OUTBOX", &harness.outbox)
+        .env("AXIS_INI", &harness.ini)
+        .env("CRASHMAIL_WATCHER", crashmail_exe())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGABRT),
+        "panic = \"abort\" still aborts"
+    );
+    assert!(watchers_gone(&harness.outbox, Duration::from_secs(30)));
+    let messages = harness.receiver.messages();
+    assert_eq!(
+        messages.len(),
+        1,
+        "one report, not a second for the SIGABRT:\n{}",
+        harness.watcher_log()
+    );
+    let mail = parse_mail(&messages[0].data);
+    let report = report_json(&mail);
+    assert_eq!(report["kind"], "panic");
+    assert_eq!(report["panic"]["message"], "bad index 7");
+    assert!(report["panic"]["location"]
+        .as_str()
+        .unwrap()
+        .contains("crashy.rs"));
+    assert!(
+        report["frames"][0]
+            .as_str()
+            .unwrap()
+            .contains("parse_order_line"),
+        "{}",
+        report["frames"]
+    );
+}

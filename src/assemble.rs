@@ -31,6 +31,8 @@ pub struct CrashEvidence {
     /// True when the application vanished without a crash or a goodbye.
     pub abnormal_exit: bool,
     pub time: Option<DateTime<Utc>>,
+    /// What must not appear in the report.
+    pub secrets: crate::privacy::Secrets,
 }
 
 /// Builds the report: reason, frames, signature, system facts, log tails.
@@ -175,14 +177,8 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
     system.process_uptime_s = evidence
         .started_at_ms
         .map(|start| (time.timestamp_millis() as f64 - start as f64).max(0.0) / 1000.0);
-    system.executable = evidence
-        .exe
-        .as_ref()
-        .map(|p| scrub_home(&p.display().to_string()));
-    system.working_directory = evidence
-        .cwd
-        .as_ref()
-        .map(|p| scrub_home(&p.display().to_string()));
+    system.executable = evidence.exe.as_ref().map(|p| p.display().to_string());
+    system.working_directory = evidence.cwd.as_ref().map(|p| p.display().to_string());
 
     let (logs, log_notes) = collect::log_tails(&evidence.log_files, log_tail_bytes);
     notes.extend(log_notes);
@@ -205,14 +201,16 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
         frames: shown_frames,
         notes,
     };
-    ReportContents {
+    let mut contents = ReportContents {
         meta,
         backtrace,
         minidump,
         system,
         logs,
         breadcrumbs: evidence.panic.map(|p| p.breadcrumbs).unwrap_or_default(),
-    }
+    };
+    contents.scrub(&evidence.secrets);
+    contents
 }
 
 fn signal_from_record(record: &SignalRecord) -> SignalFacts {
@@ -236,27 +234,6 @@ fn one_line(text: &str) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// The user's home folder shown as `~`.
-pub fn scrub_home(text: &str) -> String {
-    match std::env::var("HOME") {
-        Ok(home) if home.len() > 1 => {
-            let home = home.trim_end_matches('/');
-            let mut out = String::with_capacity(text.len());
-            let mut rest = text;
-            while let Some(index) = rest.find(home) {
-                let after = &rest[index + home.len()..];
-                let boundary = after.is_empty() || after.starts_with('/');
-                out.push_str(&rest[..index]);
-                out.push_str(if boundary { "~" } else { home });
-                rest = after;
-            }
-            out.push_str(rest);
-            out
-        }
-        _ => text.to_string(),
-    }
 }
 
 #[cfg(test)]

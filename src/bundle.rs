@@ -26,6 +26,44 @@ pub struct ReportContents {
 }
 
 impl ReportContents {
+    /// Removes known secrets from everything the report carries; see
+    /// [`crate::privacy`].
+    pub fn scrub(&mut self, secrets: &crate::privacy::Secrets) {
+        if secrets.is_empty() {
+            return;
+        }
+        let meta = &mut self.meta;
+        meta.reason = secrets.scrub_text(&meta.reason);
+        meta.signature = secrets.scrub_text(&meta.signature);
+        for text in meta.frames.iter_mut().chain(meta.notes.iter_mut()) {
+            *text = secrets.scrub_text(text);
+        }
+        if let Some(panic) = &mut meta.panic {
+            panic.message = secrets.scrub_text(&panic.message);
+            panic.location = panic.location.as_deref().map(|l| secrets.scrub_text(l));
+        }
+        self.backtrace = self.backtrace.as_deref().map(|b| secrets.scrub_text(b));
+        self.system.executable = self
+            .system
+            .executable
+            .as_deref()
+            .map(|p| secrets.scrub_text(p));
+        self.system.working_directory = self
+            .system
+            .working_directory
+            .as_deref()
+            .map(|p| secrets.scrub_text(p));
+        for crumb in &mut self.breadcrumbs {
+            *crumb = secrets.scrub_text(crumb);
+        }
+        for log in &mut self.logs {
+            secrets.scrub_bytes(&mut log.bytes);
+        }
+        if let Some(minidump) = &mut self.minidump {
+            secrets.scrub_bytes(minidump);
+        }
+    }
+
     /// The entry names, in the order they are written.
     pub fn entry_names(&self) -> Vec<String> {
         let mut names = vec![REPORT_JSON.to_string(), SUMMARY_TXT.to_string()];

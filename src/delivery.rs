@@ -75,6 +75,22 @@ pub fn package_incoming(outbox: &Outbox, config: Option<&Config>) -> std::io::Re
     Ok(ids)
 }
 
+/// Secrets known here: this process's environment (an application's
+/// records are read by the same user's `crashmail`) and the SMTP password.
+fn local_secrets(config: Option<&Config>) -> crate::privacy::Secrets {
+    crate::privacy::Secrets::gather(
+        std::env::vars_os().map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        }),
+        config
+            .and_then(|c| c.smtp.password.as_ref())
+            .map(|p| p.expose()),
+    )
+}
+
 /// Reports that a watcher began and did not finish (it was killed, or the
 /// machine went down): its crash notes and dumps in `run/`, once no live
 /// watcher owns them, are turned into pending reports.
@@ -139,6 +155,7 @@ pub fn recover_unfinished(
             minidump,
             signal_record: None,
             abnormal_exit: note.abnormal_exit,
+            secrets: local_secrets(config),
         };
         let mut contents = assemble::assemble(evidence, tail);
         contents
@@ -172,6 +189,7 @@ pub fn recover_unfinished(
             app_name: "unknown application".into(),
             app_version: "unknown".into(),
             minidump: Some(Ok(bytes)),
+            secrets: local_secrets(config),
             ..CrashEvidence::default()
         };
         let mut contents = assemble::assemble(evidence, tail);

@@ -18,6 +18,7 @@ pub mod inspect;
 pub mod mail;
 pub mod outbox;
 pub mod outgoing;
+pub mod privacy;
 pub mod receiver;
 pub mod report;
 pub mod sample_app;

@@ -386,6 +386,7 @@ impl Session {
             minidump,
             signal_record: crash.signal,
             abnormal_exit,
+            secrets: self.secrets(hello.pid),
             time: None,
         };
         let tail = self
@@ -442,6 +443,26 @@ impl Session {
                 Err(e) => log::error!("report {id}: outbox error: {e}"),
             }
         }
+    }
+
+    /// What must not appear in this application's reports: secrets of its
+    /// environment (read while it is alive, else this watcher's own, which it
+    /// inherited), and the SMTP password.
+    fn secrets(&self, pid: u32) -> crate::privacy::Secrets {
+        let mut environment = crate::privacy::Secrets::environment_of(pid);
+        environment.extend(std::env::vars_os().map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        }));
+        crate::privacy::Secrets::gather(
+            environment,
+            self.config
+                .as_ref()
+                .and_then(|c| c.smtp.password.as_ref())
+                .map(|p| p.expose()),
+        )
     }
 
     /// Sends what earlier runs left behind, now that the application is gone.

@@ -73,6 +73,12 @@ pub fn run(kind: &str, log: Option<PathBuf>) -> i32 {
             let _ = file.flush();
         }
     };
+    // Breadcrumbs: the application's log records before the crash.
+    let _ = crashmail_handler::breadcrumbs::BreadcrumbLogger::new(
+        crashmail_handler::breadcrumbs::NoLogger,
+    )
+    .install(log::LevelFilter::Info);
+    log::info!("sample app started, about to {kind}");
     log_line("sample app started");
     log_line("processing order 42");
     log_line(&format!("last line before the crash: {kind}"));

@@ -78,6 +78,11 @@ fn panic_on_the_main_thread_arrives_with_its_formatted_message() {
         backtrace.contains("parse_order_line"),
         "backtrace names the panicking function: {backtrace}"
     );
+    let breadcrumbs = String::from_utf8_lossy(&mail.entries["breadcrumbs.txt"]).into_owned();
+    assert!(
+        breadcrumbs.contains("sample app started, about to panic"),
+        "the log records before the panic: {breadcrumbs}"
+    );
     assert!(report["signature"]
         .as_str()
         .unwrap()
@@ -474,4 +479,34 @@ fn a_burst_of_the_same_crash_at_once_sends_one_mail_and_holds_the_rest() {
         .filter(|p| p.extension().is_some_and(|e| e == "zip"))
         .collect();
     assert_eq!(pending.len(), 5, "the repeats wait for their digest");
+}
+
+#[test]
+fn a_panic_whose_report_cannot_be_written_still_ends_as_a_panic_and_says_why() {
+    let harness = Harness::new();
+    // The outbox path is a regular file: nothing can be written under it.
+    std::fs::write(&harness.outbox, b"not a folder").unwrap();
+    let started = std::time::Instant::now();
+    let output = harness.run_sample("panic");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(101),
+        "the panic's own exit status"
+    );
+    let err = stderr(&output);
+    assert!(
+        err.contains("bad index 7"),
+        "the panic message still shows: {err}"
+    );
+    assert_eq!(
+        err.matches("crashmail: the crash report could not be written")
+            .count(),
+        1,
+        "the hook ran once: {err}"
+    );
 }

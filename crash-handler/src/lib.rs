@@ -18,6 +18,7 @@
 //! leave a record in the outbox's `incoming/` folder, which the next
 //! `crashmail` run turns into a report and sends.
 
+pub mod breadcrumbs;
 mod fallback;
 mod frames;
 mod link;

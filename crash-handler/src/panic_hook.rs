@@ -49,7 +49,7 @@ fn report(info: &PanicHookInfo<'_>) {
         thread: thread.name().unwrap_or("<unnamed>").to_string(),
         backtrace: backtrace.to_string(),
         native_frames: crate::frames::native_frames(&format!("{backtrace:#}")),
-        breadcrumbs: Vec::new(),
+        breadcrumbs: crate::breadcrumbs::snapshot(),
         log_files: installed.log_files.clone(),
         time_ms: crate::unix_millis(),
     };

@@ -33,6 +33,8 @@ pub struct CrashEvidence {
     pub time: Option<DateTime<Utc>>,
     /// What must not appear in the report.
     pub secrets: crate::privacy::Secrets,
+    /// The process as it was at the crash.
+    pub process: Option<collect::ProcessFacts>,
 }
 
 /// Builds the report: reason, frames, signature, system facts, log tails.
@@ -179,8 +181,15 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
         .map(|start| (time.timestamp_millis() as f64 - start as f64).max(0.0) / 1000.0);
     system.executable = evidence.exe.as_ref().map(|p| p.display().to_string());
     system.working_directory = evidence.cwd.as_ref().map(|p| p.display().to_string());
+    system.process = evidence.process.clone();
 
-    let (logs, log_notes) = collect::log_tails(&evidence.log_files, log_tail_bytes);
+    let started = evidence
+        .started_at_ms
+        .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
+    let (logs, log_notes) = collect::log_tails(
+        &collect::log_paths(&evidence.log_files, started),
+        log_tail_bytes,
+    );
     notes.extend(log_notes);
 
     let meta = ReportMeta {

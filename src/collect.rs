@@ -27,6 +27,49 @@ pub struct SystemInfo {
     pub process_uptime_s: Option<f64>,
     pub executable: Option<String>,
     pub working_directory: Option<String>,
+    /// The application as it was at the crash, read while it was still alive.
+    #[serde(default)]
+    pub process: Option<ProcessFacts>,
+}
+
+/// The crashed process's own facts.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessFacts {
+    /// Resident memory, bytes.
+    pub resident: Option<u64>,
+    /// Peak resident memory, bytes.
+    pub peak_resident: Option<u64>,
+    pub threads: Option<u64>,
+    /// Its command line, arguments joined by spaces (secrets masked later).
+    pub command_line: Option<String>,
+}
+
+/// Reads a live process's facts from `/proc`.
+pub fn process_facts(pid: u32) -> Option<ProcessFacts> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+    };
+    let command_line = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .map(|bytes| {
+            bytes
+                .split(|b| *b == 0)
+                .filter(|part| !part.is_empty())
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+    Some(ProcessFacts {
+        resident: field("VmRSS:").map(|kib| kib * 1024),
+        peak_resident: field("VmHWM:").map(|kib| kib * 1024),
+        threads: field("Threads:"),
+        command_line,
+    })
 }
 
 impl SystemInfo {
@@ -93,6 +136,7 @@ pub fn system_info() -> SystemInfo {
         process_uptime_s: None,
         executable: None,
         working_directory: None,
+        process: None,
     }
 }
 
@@ -124,6 +168,77 @@ pub struct LogTail {
     pub bytes: Vec<u8>,
     /// Bytes dropped from the front of the file.
     pub truncated: u64,
+}
+
+/// The log files to read: globs (`*`, `?` in the file name) expanded, and
+/// each file's rotated sibling (`app.log.1`) added when it was written after
+/// `since` (the application's start): then it holds part of this run, maybe
+/// the moments before the crash.
+pub fn log_paths(configured: &[PathBuf], since: Option<std::time::SystemTime>) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    for path in configured {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.contains(['*', '?']) {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let mut matches: Vec<PathBuf> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|entry| glob_match(&name, &entry.file_name().to_string_lossy()))
+                .map(|entry| entry.path())
+                .collect();
+            matches.sort();
+            paths.extend(matches);
+        } else {
+            paths.push(path.clone());
+        }
+    }
+    let mut with_siblings = Vec::new();
+    for path in paths {
+        let sibling = PathBuf::from(format!("{}.1", path.display()));
+        let recent = since.is_some_and(|since| {
+            std::fs::metadata(&sibling)
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| modified >= since)
+        });
+        if recent && !with_siblings.contains(&sibling) {
+            with_siblings.push(sibling);
+        }
+        if !with_siblings.contains(&path) {
+            with_siblings.push(path);
+        }
+    }
+    with_siblings
+}
+
+/// `*` any run of characters, `?` one character.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let (pattern, name): (Vec<char>, Vec<char>) =
+        (pattern.chars().collect(), name.chars().collect());
+    let (mut p, mut n, mut star, mut mark) = (0, 0, None, 0);
+    while n < name.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == name[n]) {
+            p += 1;
+            n += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            star = Some(p);
+            mark = n;
+            p += 1;
+        } else if let Some(star) = star {
+            p = star + 1;
+            mark += 1;
+            n = mark;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
 }
 
 /// Reads the last `max_bytes` of each file. Missing or unreadable files are
@@ -261,6 +376,29 @@ mod tests {
         let (tails, notes) = log_tails(&[fifo], 100);
         assert!(tails.is_empty());
         assert!(notes[0].contains("not a regular file"), "{notes:?}");
+    }
+
+    #[test]
+    fn globs_expand_and_a_recent_rotated_sibling_comes_along() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["app.log", "app.log.1", "worker.log", "notes.txt"] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        let started = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let paths = log_paths(&[dir.path().join("*.log")], Some(started));
+        let names: Vec<String> = paths
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["app.log.1", "app.log", "worker.log"]);
+        // A sibling older than this run is left out.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        assert_eq!(
+            log_paths(&[dir.path().join("app.log")], Some(later)).len(),
+            1
+        );
+        assert!(glob_match("app-*.l?g", "app-2026.log"));
+        assert!(!glob_match("app-*.log", "app.log"));
     }
 
     #[test]

@@ -156,6 +156,7 @@ pub fn recover_unfinished(
             signal_record: None,
             abnormal_exit: note.abnormal_exit,
             secrets: local_secrets(config),
+            process: None,
         };
         let mut contents = assemble::assemble(evidence, tail);
         contents

@@ -41,14 +41,30 @@ enum Event {
     Dump(Result<PathBuf, String>),
     Goodbye,
     Signal(crashmail_handler::protocol::SignalRecord),
+    Process(Box<crate::collect::ProcessFacts>),
     AllDisconnected,
     ServerFailed(String),
 }
 
 struct Handler {
     events: Sender<Event>,
+    /// The application's pid, once it has said hello.
+    app_pid: AtomicU32,
     dump_dir: Mutex<Option<PathBuf>>,
     dumps: AtomicU32,
+}
+
+impl Handler {
+    /// The application is alive but stopped in its crash path: its memory
+    /// and command line can still be read.
+    fn snapshot_process(&self) {
+        let pid = self.app_pid.load(Ordering::Relaxed);
+        if pid != 0 {
+            if let Some(facts) = crate::collect::process_facts(pid) {
+                let _ = self.events.send(Event::Process(Box::new(facts)));
+            }
+        }
+    }
 }
 
 impl ServerHandler for Handler {
@@ -83,6 +99,7 @@ impl ServerHandler for Handler {
         let event = match MessageKind::from_u32(kind) {
             Some(MessageKind::Hello) => match serde_json::from_slice::<Hello>(&buffer) {
                 Ok(hello) if hello.protocol == PROTOCOL_VERSION => {
+                    self.app_pid.store(hello.pid, Ordering::Relaxed);
                     if let Ok(mut dir) = self.dump_dir.lock() {
                         *dir = Some(hello.outbox_dir.join(crashmail_handler::RUN_DIR));
                     }
@@ -101,7 +118,10 @@ impl ServerHandler for Handler {
                 }
             },
             Some(MessageKind::Panic) => match serde_json::from_slice::<PanicRecord>(&buffer) {
-                Ok(record) => Event::Panic(Box::new(record)),
+                Ok(record) => {
+                    self.snapshot_process();
+                    Event::Panic(Box::new(record))
+                }
                 Err(e) => {
                     log::error!("unreadable panic record: {e}");
                     return;
@@ -111,7 +131,10 @@ impl ServerHandler for Handler {
             Some(MessageKind::Signal) => match crashmail_handler::protocol::SignalRecord::parse(
                 &String::from_utf8_lossy(&buffer),
             ) {
-                Some(record) => Event::Signal(record),
+                Some(record) => {
+                    self.snapshot_process();
+                    Event::Signal(record)
+                }
                 None => {
                     log::error!("unreadable signal record");
                     return;
@@ -139,6 +162,7 @@ impl ServerHandler for Handler {
 #[derive(Default)]
 struct PendingCrash {
     panic: Option<PanicRecord>,
+    process: Option<crate::collect::ProcessFacts>,
     signal: Option<crashmail_handler::protocol::SignalRecord>,
     dump: Option<Result<PathBuf, String>>,
     since: Option<Instant>,
@@ -182,6 +206,7 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
     let (events, receiver) = channel();
     let handler = Handler {
         events: events.clone(),
+        app_pid: AtomicU32::new(0),
         dump_dir: Mutex::new(None),
         dumps: AtomicU32::new(0),
     };
@@ -236,6 +261,9 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
                 session.report(std::mem::take(&mut crash), false);
             }
             Ok(Event::Goodbye) => session.goodbye = true,
+            Ok(Event::Process(facts)) => {
+                crash.process.get_or_insert(*facts);
+            }
             Ok(Event::Signal(record)) => {
                 crash.signal = Some(record);
                 crash.since.get_or_insert_with(Instant::now);
@@ -387,6 +415,7 @@ impl Session {
             signal_record: crash.signal,
             abnormal_exit,
             secrets: self.secrets(hello.pid),
+            process: crash.process,
             time: None,
         };
         let tail = self

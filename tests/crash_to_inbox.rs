@@ -129,6 +129,19 @@ fn segfault_arrives_with_a_minidump_naming_sigsegv() {
     let dump = &mail.entries["minidump.dmp"];
     assert!(dump.starts_with(b"MDMP"));
     assert_eq!(minidump_signal(dump), libc::SIGSEGV as u32);
+    let system: serde_json::Value = serde_json::from_slice(&mail.entries["system.json"]).unwrap();
+    assert!(
+        system["process"]["resident"].as_u64().unwrap() > 0,
+        "{system}"
+    );
+    assert!(
+        system["process"]["command_line"]
+            .as_str()
+            .unwrap()
+            .contains("sample-app segv"),
+        "{system}"
+    );
+    assert!(system["cpu_count"].as_u64().unwrap() >= 1);
     let report = report_json(&mail);
     assert_eq!(report["kind"], "signal");
     assert!(

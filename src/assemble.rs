@@ -35,6 +35,8 @@ pub struct CrashEvidence {
     pub secrets: crate::privacy::Secrets,
     /// The process as it was at the crash.
     pub process: Option<collect::ProcessFacts>,
+    /// An orderly exit with this failing status (`[report] ReportExitCodes`).
+    pub exit_status: Option<i32>,
 }
 
 /// Builds the report: reason, frames, signature, system facts, log tails.
@@ -131,6 +133,15 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
             frames,
             None,
             Some(signal),
+        )
+    } else if let Some(status) = evidence.exit_status {
+        (
+            ReportKind::AbnormalExit,
+            format!("the application exited with status {status}"),
+            format!("exit status {status}"),
+            Vec::new(),
+            None,
+            None,
         )
     } else {
         (

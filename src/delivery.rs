@@ -157,6 +157,7 @@ pub fn recover_unfinished(
             abnormal_exit: note.abnormal_exit,
             secrets: local_secrets(config),
             process: None,
+            exit_status: None,
         };
         let mut contents = assemble::assemble(evidence, tail);
         contents

@@ -39,7 +39,8 @@ enum Event {
     Hello(Box<Hello>),
     Panic(Box<PanicRecord>),
     Dump(Result<PathBuf, String>),
-    Goodbye,
+    /// With the exit status, when the application knew it.
+    Goodbye(Option<i32>),
     Signal(crashmail_handler::protocol::SignalRecord),
     Process(Box<crate::collect::ProcessFacts>),
     AllDisconnected,
@@ -127,7 +128,9 @@ impl ServerHandler for Handler {
                     return;
                 }
             },
-            Some(MessageKind::Goodbye) => Event::Goodbye,
+            Some(MessageKind::Goodbye) => {
+                Event::Goodbye(String::from_utf8_lossy(&buffer).trim().parse().ok())
+            }
             Some(MessageKind::Signal) => match crashmail_handler::protocol::SignalRecord::parse(
                 &String::from_utf8_lossy(&buffer),
             ) {
@@ -162,6 +165,8 @@ impl ServerHandler for Handler {
 #[derive(Default)]
 struct PendingCrash {
     panic: Option<PanicRecord>,
+    /// An orderly exit with a failing status (reported only when asked).
+    exit_status: Option<i32>,
     process: Option<crate::collect::ProcessFacts>,
     signal: Option<crashmail_handler::protocol::SignalRecord>,
     dump: Option<Result<PathBuf, String>>,
@@ -195,6 +200,7 @@ struct Session {
     config: Option<Config>,
     outbox: Option<Outbox>,
     goodbye: bool,
+    exit_status: Option<i32>,
     crashes_reported: usize,
     notes_written: usize,
 }
@@ -230,6 +236,7 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
         config: None,
         outbox: None,
         goodbye: false,
+        exit_status: None,
         crashes_reported: 0,
         notes_written: 0,
     };
@@ -260,7 +267,10 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
                 crash.dump = Some(dump);
                 session.report(std::mem::take(&mut crash), false);
             }
-            Ok(Event::Goodbye) => session.goodbye = true,
+            Ok(Event::Goodbye(status)) => {
+                session.goodbye = true;
+                session.exit_status = status;
+            }
             Ok(Event::Process(facts)) => {
                 crash.process.get_or_insert(*facts);
             }
@@ -301,6 +311,13 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
         session.report(crash, false);
     } else if session.hello.is_some() && !session.goodbye && session.crashes_reported == 0 {
         session.report(PendingCrash::default(), true);
+    } else if let Some(status) = session.failed_exit_to_report() {
+        log::info!("the application exited with status {status}; reported as [report] ReportExitCodes asks");
+        let crash = PendingCrash {
+            exit_status: Some(status),
+            ..PendingCrash::default()
+        };
+        session.report(crash, true);
     }
     session.flush_older_reports();
     let _ = server_thread.join();
@@ -416,6 +433,7 @@ impl Session {
             abnormal_exit,
             secrets: self.secrets(hello.pid),
             process: crash.process,
+            exit_status: crash.exit_status,
             time: None,
         };
         let tail = self
@@ -472,6 +490,17 @@ impl Session {
                 Err(e) => log::error!("report {id}: outbox error: {e}"),
             }
         }
+    }
+
+    /// A non-zero exit status to report: asked for by `[report]
+    /// ReportExitCodes`, and no crash already reported.
+    fn failed_exit_to_report(&self) -> Option<i32> {
+        let asked = self
+            .config
+            .as_ref()
+            .is_some_and(|c| c.report.report_exit_codes);
+        self.exit_status
+            .filter(|status| asked && *status != 0 && self.crashes_reported == 0)
     }
 
     /// What must not appear in this application's reports: secrets of its

@@ -308,3 +308,38 @@ fn a_panic_under_panic_abort_is_one_panic_report_at_the_panic_site() {
         report["frames"]
     );
 }
+
+#[test]
+fn a_failing_exit_status_is_reported_when_asked() {
+    let crashy = crashy("dev");
+    let harness = Harness::new();
+    let mut ini = std::fs::read_to_string(&harness.ini).unwrap();
+    ini.push_str("[report]\nReportExitCodes = yes\n");
+    std::fs::write(&harness.ini, ini).unwrap();
+    for (kind, expected) in [("exit-3", Some("exited with status 3")), ("clean", None)] {
+        let status = Command::new(&crashy)
+            .arg(kind)
+            .env("CRASHY_LOG", &harness.log)
+            .env("CRASHMAIL_OUTBOX", &harness.outbox)
+            .env("AXIS_INI", &harness.ini)
+            .env("CRASHMAIL_WATCHER", crashmail_exe())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(if kind == "clean" { 0 } else { 3 }));
+        assert!(watchers_gone(&harness.outbox, Duration::from_secs(20)));
+        let messages = harness.receiver.messages();
+        match expected {
+            Some(reason) => {
+                assert_eq!(messages.len(), 1, "{}", harness.watcher_log());
+                let report = report_json(&parse_mail(&messages[0].data));
+                assert_eq!(report["kind"], "abnormal-exit");
+                assert!(
+                    report["reason"].as_str().unwrap().contains(reason),
+                    "{}",
+                    report["reason"]
+                );
+            }
+            None => assert_eq!(messages.len(), 1, "a clean exit adds no report"),
+        }
+    }
+}

@@ -43,6 +43,7 @@ pub(crate) fn snapshot() -> Vec<String> {
     vec!["(breadcrumbs unavailable: their lock stayed held)".to_string()]
 }
 
+#[cfg(any(feature = "log", feature = "tracing"))]
 fn now() -> String {
     let millis = crate::unix_millis();
     let seconds = millis / 1000;

@@ -138,8 +138,9 @@ impl std::fmt::Display for InstallError {
 
 impl std::error::Error for InstallError {}
 
-/// Keeps crashmail installed; dropping it at the end of `main` tells the
-/// watcher that the application ended cleanly.
+/// Keeps crashmail installed until it is dropped (keep it until `main`
+/// returns). The process's `exit()` tells the watcher that the application
+/// ended in order, and with which status.
 #[must_use = "dropping the guard uninstalls the crash handler"]
 pub struct Guard {
     _signals: native::SignalGuard,
@@ -161,14 +162,6 @@ impl Guard {
     /// Applications do not need this: crash paths wait by themselves.
     pub fn wait_for_watcher(&self, timeout: std::time::Duration) -> bool {
         link::wait_connected(timeout)
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            link::say_goodbye();
-        }
     }
 }
 

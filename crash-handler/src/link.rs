@@ -107,12 +107,14 @@ pub(crate) fn send_on_dump_connection(kind: MessageKind, body: &[u8]) -> bool {
 }
 
 /// Tells the watcher the application is ending cleanly. Idempotent.
-pub(crate) fn say_goodbye() {
+/// `status` is the exit status, when known.
+pub(crate) fn say_goodbye(status: Option<i32>) {
     if GOODBYE_SENT.swap(true, Ordering::AcqRel) {
         return;
     }
     if let Some(client) = MESSAGES.get() {
-        let _ = client.send_message(MessageKind::Goodbye as u32, []);
+        let body = status.map(|s| s.to_string()).unwrap_or_default();
+        let _ = client.send_message(MessageKind::Goodbye as u32, body.as_bytes());
     }
 }
 

@@ -69,10 +69,7 @@ impl SignalGuard {
         if HANDLER.set(handler).is_err() {
             return Err("a crash handler is already attached".into());
         }
-        // SAFETY: registering a plain `extern "C" fn` with atexit.
-        unsafe {
-            libc::atexit(goodbye_at_exit);
-        }
+        register_exit_handler();
         DISABLED.store(false, Ordering::Release);
         Ok(SignalGuard(()))
     }
@@ -84,11 +81,37 @@ impl Drop for SignalGuard {
     }
 }
 
-/// `exit()` (from `main` returning or `std::process::exit`) is an orderly
-/// end, even after a panic that was already reported: only a death by signal
-/// leaves the watcher without a goodbye.
-extern "C" fn goodbye_at_exit() {
-    link::say_goodbye();
+/// `exit()` (from `main` returning or `std::process::exit`) ends the
+/// process in order, even after a panic that was already reported: only a
+/// death by signal leaves the watcher without a goodbye. glibc's `on_exit`
+/// also hands over the exit status, which the watcher reports when
+/// `[report] ReportExitCodes` asks it to.
+#[cfg(target_env = "gnu")]
+fn register_exit_handler() {
+    extern "C" {
+        fn on_exit(
+            function: extern "C" fn(libc::c_int, *mut libc::c_void),
+            argument: *mut libc::c_void,
+        ) -> libc::c_int;
+    }
+    extern "C" fn goodbye_at_exit(status: libc::c_int, _: *mut libc::c_void) {
+        link::say_goodbye(Some(status));
+    }
+    // SAFETY: registering a plain `extern "C" fn` with glibc's on_exit.
+    unsafe {
+        on_exit(goodbye_at_exit, std::ptr::null_mut());
+    }
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn register_exit_handler() {
+    extern "C" fn goodbye_at_exit() {
+        link::say_goodbye(None);
+    }
+    // SAFETY: registering a plain `extern "C" fn` with atexit.
+    unsafe {
+        libc::atexit(goodbye_at_exit);
+    }
 }
 
 fn on_crash(context: &CrashContext) -> CrashEventResult {

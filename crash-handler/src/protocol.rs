@@ -18,7 +18,8 @@ pub enum MessageKind {
     Hello = 1,
     /// [`PanicRecord`]: a Rust panic, sent from the panic hook.
     Panic = 2,
-    /// Empty body: the application is shutting down cleanly.
+    /// The application is exiting in order; the body is its exit status in
+    /// decimal, or empty when unknown.
     Goodbye = 3,
     /// A [`SignalRecord`] line, sent by the signal handler just before it
     /// asks for the dump.

@@ -58,6 +58,7 @@ pub const REPORT_KEYS: &[&str] = &[
     "MailsPerHour",
     "MaxReports",
     "MaxMegabytes",
+    "ReportExitCodes",
 ];
 
 /// How the SMTP connection is secured.
@@ -201,6 +202,8 @@ pub struct ReportConfig {
     pub outbox: Option<PathBuf>,
     /// Retries, digests and caps.
     pub policy: DeliveryPolicy,
+    /// An orderly exit with a non-zero status is reported too.
+    pub report_exit_codes: bool,
 }
 
 impl Default for ReportConfig {
@@ -211,6 +214,7 @@ impl Default for ReportConfig {
             log_tail_bytes: DEFAULT_LOG_TAIL_BYTES,
             outbox: None,
             policy: DeliveryPolicy::default(),
+            report_exit_codes: false,
         }
     }
 }
@@ -960,12 +964,14 @@ impl Reader<'_> {
                 defaults.max_megabytes as u32,
             )?),
         };
+        let report_exit_codes = self.boolean(REPORT, "ReportExitCodes", false)?;
         Ok(ReportConfig {
             enabled,
             log_files,
             log_tail_bytes,
             outbox,
             policy,
+            report_exit_codes,
         })
     }
 }

@@ -70,6 +70,15 @@ const KINDS: &[(&str, &str)] = &[
         "exit-3",
         "exits with status 3 (an orderly exit: not reported)",
     ),
+    (
+        "segv-heavy",
+        "8 threads and 100 MB of heap, then a null write (for the benchmarks)",
+    ),
+    (
+        "idle-heavy",
+        "8 threads and 100 MB of heap, then sleeps 30 s (for the benchmarks)",
+    ),
+    ("idle", "sleeps 10 s (for the benchmarks)"),
     ("clean", "runs and ends normally: no report"),
 ];
 
@@ -118,6 +127,22 @@ fn main() {
     log_line("crashy started");
     log_line(&format!("last line before the crash: {kind}"));
     crash(&kind);
+}
+
+/// 100 MB of touched heap and 8 more threads, as a busy application has.
+fn heavy() -> Vec<u8> {
+    let heap = vec![1u8; 100 * 1024 * 1024];
+    for _ in 0..8 {
+        std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_secs(60)));
+    }
+    std::hint::black_box(heap)
+}
+
+fn unix_micros() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
 }
 
 fn on_a_thread(work: fn()) {
@@ -190,6 +215,19 @@ fn crash(kind: &str) {
             std::thread::sleep(std::time::Duration::from_secs(10));
         }
         "exit-3" => std::process::exit(3),
+        "segv-heavy" => {
+            let _heap = heavy();
+            if std::env::var_os("CRASHY_TIMING").is_some() {
+                eprintln!("crash_at_unix_us={}", unix_micros());
+            }
+            null_write();
+        }
+        "idle-heavy" => {
+            let _heap = heavy();
+            println!("ready");
+            std::thread::sleep(std::time::Duration::from_secs(30));
+        }
+        "idle" => std::thread::sleep(std::time::Duration::from_secs(10)),
         _ => {}
     }
 }

@@ -215,6 +215,25 @@ pub fn install(options: Options) -> Result<Guard, InstallError> {
     Ok(Guard { _signals: signals })
 }
 
+/// The panic hook's own work up to the hand-off to the watcher — the
+/// backtrace, its frames, the record's JSON — for the benchmarks.
+#[doc(hidden)]
+pub fn capture_panic_for_benchmarks(message: &str) -> Vec<u8> {
+    let installed = Installed {
+        app_name: "bench".into(),
+        app_version: "0".into(),
+        log_files: Vec::new(),
+        outbox_dir: PathBuf::new(),
+        pid: std::process::id(),
+    };
+    let record = panic_hook::panic_record(
+        &installed,
+        message.to_string(),
+        Some("src/main.rs:1:1".into()),
+    );
+    serde_json::to_vec(&record).unwrap_or_default()
+}
+
 /// The outbox used when neither the options nor `AXIS.INI` name one:
 /// `$CRASHMAIL_OUTBOX`, else `$XDG_STATE_HOME/crashmail`, else
 /// `~/.local/state/crashmail`.

@@ -33,26 +33,10 @@ fn report(info: &PanicHookInfo<'_>) {
     if !first_on_this_thread {
         return;
     }
-    let thread = std::thread::current();
-    // Formatted twice: short for people, full (`{:#}`) for the addresses;
-    // symbols are resolved once.
-    let backtrace = std::backtrace::Backtrace::force_capture();
-    let record = PanicRecord {
-        protocol: PROTOCOL_VERSION,
-        app_name: installed.app_name.clone(),
-        app_version: installed.app_version.clone(),
-        pid: installed.pid,
-        message: panic_message(info),
-        location: info
-            .location()
-            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column())),
-        thread: thread.name().unwrap_or("<unnamed>").to_string(),
-        backtrace: backtrace.to_string(),
-        native_frames: crate::frames::native_frames(&format!("{backtrace:#}")),
-        breadcrumbs: crate::breadcrumbs::snapshot(),
-        log_files: installed.log_files.clone(),
-        time_ms: crate::unix_millis(),
-    };
+    let location = info
+        .location()
+        .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+    let record = panic_record(installed, panic_message(info), location);
 
     if link::wait_connected(link::CRASH_WAIT) {
         let body = serde_json::to_vec(&record).unwrap_or_default();
@@ -67,6 +51,33 @@ fn report(info: &PanicHookInfo<'_>) {
             std::io::stderr(),
             "crashmail: the crash report could not be written: {why}"
         );
+    }
+}
+
+/// The record of a panic on this thread: the work the hook does before it
+/// hands the panic to the watcher.
+pub(crate) fn panic_record(
+    installed: &crate::Installed,
+    message: String,
+    location: Option<String>,
+) -> PanicRecord {
+    let thread = std::thread::current();
+    // Formatted twice: short for people, full (`{:#}`) for the addresses;
+    // symbols are resolved once.
+    let backtrace = std::backtrace::Backtrace::force_capture();
+    PanicRecord {
+        protocol: PROTOCOL_VERSION,
+        app_name: installed.app_name.clone(),
+        app_version: installed.app_version.clone(),
+        pid: installed.pid,
+        message,
+        location,
+        thread: thread.name().unwrap_or("<unnamed>").to_string(),
+        backtrace: backtrace.to_string(),
+        native_frames: crate::frames::native_frames(&format!("{backtrace:#}")),
+        breadcrumbs: crate::breadcrumbs::snapshot(),
+        log_files: installed.log_files.clone(),
+        time_ms: crate::unix_millis(),
     }
 }
 

@@ -261,7 +261,9 @@ impl MailingLog {
 
     fn save(&self, outbox: &Outbox) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        crate::outbox::write_atomic(&outbox.root().join(MAILING_LOG), &bytes)
+        // A counter, not a report: losing it to a power cut costs at most
+        // a few extra mails, so it is not synced.
+        crate::outbox::write_replace(&outbox.root().join(MAILING_LOG), &bytes)
     }
 
     fn forget_before(&mut self, cutoff: chrono::DateTime<chrono::Utc>) {
@@ -653,14 +655,8 @@ impl Delivery<'_> {
         except: &str,
     ) -> std::io::Result<Vec<crate::outbox::Claim>> {
         let mut claims = Vec::new();
-        for other in self.outbox.pending()? {
-            if other == except
-                || self
-                    .outbox
-                    .record(crate::outbox::PENDING, &other)
-                    .held
-                    .is_none()
-            {
+        for (other, _) in self.outbox.held()? {
+            if other == except {
                 continue;
             }
             let path = self
@@ -684,10 +680,9 @@ impl Delivery<'_> {
     fn held_back_count(&self, now: chrono::DateTime<chrono::Utc>) -> std::io::Result<usize> {
         Ok(self
             .outbox
-            .pending()?
+            .held()?
             .iter()
-            .filter(|id| {
-                let record = self.outbox.record(crate::outbox::PENDING, id);
+            .filter(|(_, record)| {
                 record
                     .held
                     .as_deref()

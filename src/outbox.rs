@@ -179,8 +179,9 @@ impl Outbox {
                     std::process::id(),
                     chrono::Utc::now().to_rfc3339()
                 );
-                write_atomic(
-                    &self.dir(SENDING).join(format!("{id}.owner")),
+                // Not synced: a claim whose owner file is lost just expires.
+                std::fs::write(
+                    self.dir(SENDING).join(format!("{id}.owner")),
                     owner.as_bytes(),
                 )?;
                 Ok(Some(Claim {
@@ -191,6 +192,24 @@ impl Outbox {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Pending reports that wait without an attempt (held for a digest or
+    /// the hourly limit), with their records. Reads only the records there
+    /// are: one folder listing, no stat per report.
+    pub fn held(&self) -> std::io::Result<Vec<(String, DeliveryRecord)>> {
+        let mut held = Vec::new();
+        for entry in std::fs::read_dir(self.dir(PENDING))?.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let record = self.record(PENDING, id);
+            if record.held.is_some() && self.dir(PENDING).join(format!("{id}.zip")).exists() {
+                held.push((id.to_string(), record));
+            }
+        }
+        Ok(held)
     }
 
     /// The delivery record of a report in `state`.
@@ -585,6 +604,22 @@ impl Outbox {
         }
         Ok(released)
     }
+}
+
+/// Writes `bytes` to `path` through a temporary name, without syncing: for
+/// state that may be lost in a power failure (rate counters), never for a
+/// report or its record.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = path.with_extension(format!("{}.tmp", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    file.write_all(bytes)?;
+    drop(file);
+    std::fs::rename(&temporary, path)
 }
 
 /// Writes `bytes` to `path` so that `path` is either absent or complete:

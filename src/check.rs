@@ -525,7 +525,7 @@ fn send_test_message(
             "This message was sent by `crashmail check --send-test`.\nCrash reports from this machine can reach you.\n",
         )))
         .map_err(|e| fail(FailureClass::Configuration, e.to_string()))?;
-    let bare_from = bare_address(&smtp.from);
+    let bare_from = crate::config::bare_address(&smtp.from);
     let reply = session
         .command(&format!("MAIL FROM:<{bare_from}>"))
         .map_err(|e| e.during("MAIL FROM"))?;
@@ -535,7 +535,7 @@ fn send_test_message(
             format!("the sender {bare_from} was refused: {}", reply.text()),
         ));
     }
-    let bare_to = bare_address(recipient);
+    let bare_to = crate::config::bare_address(recipient);
     let reply = session
         .command(&format!("RCPT TO:<{bare_to}>"))
         .map_err(|e| e.during("RCPT TO"))?;
@@ -577,7 +577,7 @@ fn send_test_message(
 /// MAIL FROM and RCPT TO for the configured addresses, then RSET: the
 /// server says whether it would take a report, and nothing is sent.
 fn check_envelope(session: &mut Session, smtp: &SmtpConfig) -> StepResult<((), String)> {
-    let from = bare_address(&smtp.from);
+    let from = crate::config::bare_address(&smtp.from);
     let reply = session
         .command(&format!("MAIL FROM:<{from}>"))
         .map_err(|e| e.during("MAIL FROM"))?;
@@ -588,7 +588,7 @@ fn check_envelope(session: &mut Session, smtp: &SmtpConfig) -> StepResult<((), S
         ));
     }
     for recipient in smtp.to.iter().chain(&smtp.cc) {
-        let to = bare_address(recipient);
+        let to = crate::config::bare_address(recipient);
         let reply = session
             .command(&format!("RCPT TO:<{to}>"))
             .map_err(|e| e.during("RCPT TO"))?;
@@ -602,14 +602,6 @@ fn check_envelope(session: &mut Session, smtp: &SmtpConfig) -> StepResult<((), S
     let _ = session.command("RSET");
     let count = smtp.to.len() + smtp.cc.len();
     Ok(((), format!("{from} and {count} recipient(s) accepted")))
-}
-
-fn bare_address(address: &str) -> &str {
-    address
-        .rsplit_once('<')
-        .map(|(_, rest)| rest.trim_end_matches('>'))
-        .unwrap_or(address)
-        .trim()
 }
 
 fn base64(bytes: &[u8]) -> String {

@@ -535,12 +535,12 @@ impl Delivery<'_> {
         };
         let smtp = self.config.smtp.clone();
         let envelope = mail::Envelope {
-            from: bare_address(&smtp.from),
+            from: crate::config::bare_address(&smtp.from).to_string(),
             to: email
                 .to
                 .iter()
                 .chain(email.cc.iter())
-                .map(|a| bare_address(a))
+                .map(|a| crate::config::bare_address(a).to_string())
                 .collect(),
         };
         let build: mail::MessageBuilder = Box::new(move |limit| match limit {
@@ -567,12 +567,12 @@ impl Delivery<'_> {
         let smtp = self.config.smtp.clone();
         let report = report.clone();
         let envelope = mail::Envelope {
-            from: bare_address(&smtp.from),
+            from: crate::config::bare_address(&smtp.from).to_string(),
             to: smtp
                 .to
                 .iter()
                 .chain(smtp.cc.iter())
-                .map(|a| bare_address(a))
+                .map(|a| crate::config::bare_address(a).to_string())
                 .collect(),
         };
         let builder_smtp = smtp.clone();
@@ -723,15 +723,6 @@ impl Delivery<'_> {
         }
         Ok(outcomes)
     }
-}
-
-fn bare_address(address: &str) -> String {
-    address
-        .rsplit_once('<')
-        .map(|(_, rest)| rest.trim_end_matches('>'))
-        .unwrap_or(address)
-        .trim()
-        .to_string()
 }
 
 /// Which pending reports a flush tries.

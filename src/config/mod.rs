@@ -1000,6 +1000,16 @@ pub fn validate_smtp_value(key: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// `Support <support@example.com>` → `support@example.com`: the address an
+/// SMTP envelope takes.
+pub fn bare_address(address: &str) -> &str {
+    address
+        .rsplit_once('<')
+        .map(|(_, rest)| rest.trim_end_matches('>'))
+        .unwrap_or(address)
+        .trim()
+}
+
 /// `a@x, b@y; c@z` → three addresses.
 pub fn split_addresses(value: &str) -> Vec<String> {
     value
@@ -1122,11 +1132,7 @@ fn check_host(host: &str) -> Result<(), String> {
 
 /// A plain check that catches typos; the SMTP library checks the rest.
 fn check_address(address: &str) -> Result<(), String> {
-    let bare = address
-        .rsplit_once('<')
-        .map(|(_, rest)| rest.trim_end_matches('>'))
-        .unwrap_or(address)
-        .trim();
+    let bare = bare_address(address);
     match bare.split_once('@') {
         Some((local, domain))
             if !local.is_empty() && !domain.is_empty() && !bare.contains(char::is_whitespace) =>

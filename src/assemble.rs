@@ -179,9 +179,19 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
             .map(|f| f.display())
             .collect()
     } else {
+        // A native crash keeps the frames above the application's (the
+        // crash may be inside libc), but not the runtime's below its last.
+        let last_application = frames
+            .iter()
+            .rposition(|f| {
+                !report::is_unnamed(&f.function)
+                    && application_frames.iter().any(|a| std::ptr::eq(*a, f))
+            })
+            .map(|index| index + 1)
+            .unwrap_or(frames.len());
         frames
             .iter()
-            .take(dump::TOP_FRAMES)
+            .take(last_application.min(dump::TOP_FRAMES))
             .map(Frame::display)
             .collect()
     };

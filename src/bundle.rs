@@ -133,6 +133,21 @@ impl ReportContents {
 const MAX_ENTRY_BYTES: u64 = 256 * 1024 * 1024;
 const MAX_ENTRIES: usize = 10_000;
 
+/// `report.json` out of a report zip, reading nothing else.
+pub fn read_report_meta(zip: &[u8]) -> Result<ReportMeta, String> {
+    let mut archive =
+        zip::ZipArchive::new(Cursor::new(zip)).map_err(|e| format!("not a readable zip: {e}"))?;
+    let mut entry = archive
+        .by_name(REPORT_JSON)
+        .map_err(|_| "no report.json in the zip".to_string())?;
+    let mut json = Vec::new();
+    (&mut entry)
+        .take(16 * 1024 * 1024)
+        .read_to_end(&mut json)
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&json).map_err(|e| format!("report.json is invalid: {e}"))
+}
+
 /// The entries of a report zip, by name.
 pub fn read_zip_entries(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, zip::result::ZipError> {
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes))?;

@@ -254,13 +254,7 @@ pub fn listing(outbox: &Outbox) -> std::io::Result<String> {
                 .and_then(|t| now.duration_since(t).ok());
             let meta = std::fs::read(entry.path())
                 .ok()
-                .and_then(|zip| crate::bundle::read_zip_entries(&zip).ok())
-                .and_then(|entries| {
-                    serde_json::from_slice::<crate::report::ReportMeta>(
-                        entries.get(crate::bundle::REPORT_JSON)?,
-                    )
-                    .ok()
-                });
+                .and_then(|zip| crate::bundle::read_report_meta(&zip).ok());
             let record = outbox.record(state, id);
             // Age of the crash itself, not of the last attempt.
             let age = meta
@@ -502,13 +496,7 @@ impl Outbox {
         for (id, signature, _) in &mut reports {
             *signature = std::fs::read(self.dir(PENDING).join(format!("{id}.zip")))
                 .ok()
-                .and_then(|zip| crate::bundle::read_zip_entries(&zip).ok())
-                .and_then(|entries| {
-                    serde_json::from_slice::<crate::report::ReportMeta>(
-                        entries.get(crate::bundle::REPORT_JSON)?,
-                    )
-                    .ok()
-                })
+                .and_then(|zip| crate::bundle::read_report_meta(&zip).ok())
                 .map(|meta| meta.signature)
                 .unwrap_or_else(|| format!("unreadable {id}"));
         }

@@ -107,27 +107,12 @@ fn split_mbox(bytes: &[u8]) -> Vec<Vec<u8>> {
     messages
 }
 
-/// `report.json` out of a report zip, reading nothing else.
-fn meta_from_zip(zip: &[u8]) -> Result<ReportMeta, String> {
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))
-        .map_err(|e| format!("not a readable zip: {e}"))?;
-    let mut entry = archive
-        .by_name(crate::bundle::REPORT_JSON)
-        .map_err(|_| "no report.json in the zip".to_string())?;
-    let mut json = Vec::new();
-    (&mut entry)
-        .take(16 * 1024 * 1024)
-        .read_to_end(&mut json)
-        .map_err(|e| e.to_string())?;
-    serde_json::from_slice(&json).map_err(|e| format!("report.json is invalid: {e}"))
-}
-
 fn meta_from_bytes(bytes: &[u8]) -> Result<ReportMeta, String> {
     if bytes.starts_with(b"PK") {
-        return meta_from_zip(bytes);
+        return crate::bundle::read_report_meta(bytes);
     }
     let zip = crate::inspect::zip_from_email(bytes).ok_or("no report attached")?;
-    meta_from_zip(&zip)
+    crate::bundle::read_report_meta(&zip)
 }
 
 /// Reads every report under `paths` and groups them. `progress` hears

@@ -338,15 +338,7 @@ pub fn build_message(
     if from.name.is_none() {
         from.name = smtp.from_name.as_deref().map(header_safe);
     }
-    let domain = smtp
-        .domain
-        .clone()
-        .or_else(|| {
-            smtp.from
-                .rsplit_once('@')
-                .map(|(_, d)| d.trim_end_matches('>').to_string())
-        })
-        .unwrap_or_else(|| "crashmail.invalid".into());
+    let domain = smtp.sender_domain();
     let mut builder = lettre::Message::builder()
         .from(from)
         .subject(header_safe(&email.subject))

@@ -173,6 +173,19 @@ impl SmtpConfig {
         self.tls_server_name.as_deref().unwrap_or(&self.host)
     }
 
+    /// The domain mail is sent from, for Message-IDs: `Domain`, else the
+    /// domain of `From`, else `crashmail.invalid`.
+    pub fn sender_domain(&self) -> String {
+        self.domain
+            .clone()
+            .or_else(|| {
+                self.from
+                    .rsplit_once('@')
+                    .map(|(_, d)| d.trim_end_matches('>').to_string())
+            })
+            .unwrap_or_else(|| "crashmail.invalid".to_string())
+    }
+
     /// The EHLO name: `HeloName`, else `Domain`, else this machine's host
     /// name when it is fully qualified; never with a trailing dot. `None`
     /// means the sender uses the address literal of its end (`[192.0.2.7]`).

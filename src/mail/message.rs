@@ -10,16 +10,7 @@ use lettre::Message;
 
 /// `<crash-<id>@<domain>>`: stable for a report, whoever sends it and when.
 pub fn report_message_id(meta: &ReportMeta, smtp: &SmtpConfig) -> String {
-    let domain = smtp
-        .domain
-        .clone()
-        .or_else(|| {
-            smtp.from
-                .rsplit_once('@')
-                .map(|(_, d)| d.trim_end_matches('>').to_string())
-        })
-        .unwrap_or_else(|| "crashmail.invalid".to_string());
-    format!("<crash-{}@{}>", meta.id, domain)
+    format!("<crash-{}@{}>", meta.id, smtp.sender_domain())
 }
 
 /// Builds the email for one report. `notes` (a digest's count, what was

@@ -76,7 +76,8 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
         if frames.iter().all(|f| report::is_unnamed(&f.function)) {
             frames = report::parse_std_backtrace(&panic.backtrace);
         }
-        let reason = one_line(&panic.message);
+        // Newlines and other control characters folded: a reason is one line.
+        let reason = crate::outgoing::header_safe(&panic.message);
         (
             ReportKind::Panic,
             reason.clone(),
@@ -256,24 +257,12 @@ fn signal_from_record(record: &SignalRecord) -> SignalFacts {
     }
 }
 
-/// Newlines and other control characters folded to spaces: a reason is one line.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn reasons_are_one_line() {
         assert_eq!(
-            one_line("boom\r\nBcc: x@example.net\r\n\r\nfake"),
+            crate::outgoing::header_safe("boom\r\nBcc: x@example.net\r\n\r\nfake"),
             "boom Bcc: x@example.net fake"
         );
     }

@@ -534,15 +534,7 @@ impl Delivery<'_> {
             }
         };
         let smtp = self.config.smtp.clone();
-        let envelope = mail::Envelope {
-            from: crate::config::bare_address(&smtp.from).to_string(),
-            to: email
-                .to
-                .iter()
-                .chain(email.cc.iter())
-                .map(|a| crate::config::bare_address(a).to_string())
-                .collect(),
-        };
+        let envelope = mail::Envelope::new(&smtp.from, email.to.iter().chain(&email.cc));
         let build: mail::MessageBuilder = Box::new(move |limit| match limit {
             Some(limit) if message.len() as u64 > limit => Err(format!(
                 "the message is {} bytes, more than the limit of {limit} bytes",
@@ -566,15 +558,7 @@ impl Delivery<'_> {
     ) -> Result<mail::Delivered, mail::DeliveryError> {
         let smtp = self.config.smtp.clone();
         let report = report.clone();
-        let envelope = mail::Envelope {
-            from: crate::config::bare_address(&smtp.from).to_string(),
-            to: smtp
-                .to
-                .iter()
-                .chain(smtp.cc.iter())
-                .map(|a| crate::config::bare_address(a).to_string())
-                .collect(),
-        };
+        let envelope = mail::Envelope::new(&smtp.from, smtp.to.iter().chain(&smtp.cc));
         let builder_smtp = smtp.clone();
         let build: mail::MessageBuilder = Box::new(move |limit| {
             mail::fit_report(&builder_smtp, &report, limit, smaller).map(|fitted| fitted.message)

@@ -101,6 +101,20 @@ pub struct Envelope {
     pub to: Vec<String>,
 }
 
+impl Envelope {
+    /// The envelope for a sender and recipients as written in headers or
+    /// `AXIS.INI` (`Name <a@b>` or `a@b`): bare addresses only.
+    pub fn new<'a>(from: &str, recipients: impl IntoIterator<Item = &'a String>) -> Envelope {
+        Envelope {
+            from: crate::config::bare_address(from).to_string(),
+            to: recipients
+                .into_iter()
+                .map(|a| crate::config::bare_address(a).to_string())
+                .collect(),
+        }
+    }
+}
+
 /// The whole send may take this long at most: the connection, then each of
 /// a dozen steps at the configured timeout.
 pub fn send_deadline(smtp: &SmtpConfig) -> Duration {

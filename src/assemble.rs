@@ -37,6 +37,9 @@ pub struct CrashEvidence {
     pub process: Option<collect::ProcessFacts>,
     /// An orderly exit with this failing status (`[report] ReportExitCodes`).
     pub exit_status: Option<i32>,
+    /// For a process that vanished: the out-of-memory killer's trace (which
+    /// cgroup hit which limit), when it is what ended the process.
+    pub out_of_memory: Option<String>,
 }
 
 /// Builds the report: reason, frames, signature, system facts, log tails.
@@ -49,7 +52,10 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
     match evidence.minidump {
         Some(Ok(bytes)) => {
             match dump::analyse(&bytes, &[]) {
-                Ok(found) => analysis = Some(found),
+                Ok(found) => {
+                    notes.extend(found.incomplete.clone());
+                    analysis = Some(found);
+                }
                 Err(why) => notes.push(format!("minidump: {why}")),
             }
             minidump = Some(bytes);
@@ -140,6 +146,15 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
             ReportKind::AbnormalExit,
             format!("the application exited with status {status}"),
             format!("exit status {status}"),
+            Vec::new(),
+            None,
+            None,
+        )
+    } else if let Some(trace) = &evidence.out_of_memory {
+        (
+            ReportKind::AbnormalExit,
+            format!("the application was killed (SIGKILL) by the out-of-memory killer: {trace}"),
+            "killed by the out-of-memory killer".to_string(),
             Vec::new(),
             None,
             None,

@@ -108,9 +108,18 @@ pub fn system_info() -> SystemInfo {
     };
     system.refresh_memory();
     system.refresh_cpu_list(CpuRefreshKind::nothing());
-    let (memory_total, memory_available, limited) = match system.cgroup_limits() {
-        Some(limits) if limits.total_memory > 0 && limits.total_memory < system.total_memory() => {
-            (limits.total_memory, limits.free_memory, true)
+    // The watcher is the application's child, so its memory cgroup is the
+    // application's: a container's or a service's limit is what the
+    // application had, not the machine's RAM.
+    let cgroup = crate::cgroup::MemoryCgroup::of(None);
+    let (memory_total, memory_available, limited) = match cgroup
+        .as_ref()
+        .and_then(|c| c.limit().map(|limit| (c, limit)))
+    {
+        Some((cgroup, limit)) if limit > 0 && limit < system.total_memory() => {
+            let used = cgroup.usage().unwrap_or(0);
+            let available = limit.saturating_sub(used).min(system.available_memory());
+            (limit, available, true)
         }
         _ => (system.total_memory(), system.available_memory(), false),
     };

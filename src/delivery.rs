@@ -2,7 +2,7 @@
 //! `incoming/`, and sending what waits in `pending/`.
 
 use crate::assemble::{self, CrashEvidence};
-use crate::bundle::{self, REPORT_JSON, SUMMARY_TXT};
+use crate::bundle::{self, ReportContents, REPORT_JSON, SUMMARY_TXT};
 use crate::config::Config;
 use crate::mail;
 use crate::outbox::Outbox;
@@ -65,14 +65,45 @@ pub fn package_incoming(outbox: &Outbox, config: Option<&Config>) -> std::io::Re
                 .log_files
                 .extend(config.report.log_files.iter().cloned());
         }
-        let contents = assemble::assemble(evidence, tail);
-        let zip = contents.to_zip().map_err(std::io::Error::other)?;
+        let mut contents = assemble::assemble(evidence, tail);
         let id = contents.meta.id.to_string();
-        outbox.add(&id, &zip)?;
+        store(outbox, &mut contents)?;
         std::fs::remove_file(&path)?;
         ids.push(id);
     }
     Ok(ids)
+}
+
+/// Puts a report into `pending/`. When the outbox's disk refuses it (full,
+/// over quota), it tries again without the minidump, then without the log
+/// tails, and says so in the report: a report with less in it is worth more
+/// than none. The frames read from the minidump stay in the report.
+pub fn store(
+    outbox: &Outbox,
+    contents: &mut ReportContents,
+) -> std::io::Result<std::path::PathBuf> {
+    let id = contents.meta.id.to_string();
+    loop {
+        let error = match contents.to_zip() {
+            Ok(zip) => match outbox.add(&id, &zip) {
+                Ok(path) => return Ok(path),
+                Err(e) => e,
+            },
+            Err(e) => std::io::Error::other(e),
+        };
+        if contents.minidump.take().is_some() {
+            contents.meta.notes.push(format!(
+                "minidump.dmp was left out: the report could not be stored with it ({error}); the frames shown were read from it"
+            ));
+        } else if !contents.logs.is_empty() {
+            contents.logs.clear();
+            contents.meta.notes.push(format!(
+                "the log tails were left out: the report could not be stored with them ({error})"
+            ));
+        } else {
+            return Err(error);
+        }
+    }
 }
 
 /// Secrets known here: this process's environment (an application's
@@ -158,6 +189,7 @@ pub fn recover_unfinished(
             secrets: local_secrets(config),
             process: None,
             exit_status: None,
+            out_of_memory: None,
         };
         let mut contents = assemble::assemble(evidence, tail);
         contents
@@ -165,7 +197,7 @@ pub fn recover_unfinished(
             .notes
             .push("recovered: the watcher stopped before it finished this report".into());
         let id = contents.meta.id.to_string();
-        outbox.add(&id, &contents.to_zip().map_err(std::io::Error::other)?)?;
+        store(outbox, &mut contents)?;
         if let Some(dump) = &note.dump {
             let _ = std::fs::remove_file(dump);
         }
@@ -200,7 +232,7 @@ pub fn recover_unfinished(
             .notes
             .push("recovered: a minidump whose watcher stopped before it wrote the report".into());
         let id = contents.meta.id.to_string();
-        outbox.add(&id, &contents.to_zip().map_err(std::io::Error::other)?)?;
+        store(outbox, &mut contents)?;
         std::fs::remove_file(path)?;
         ids.push(id);
     }

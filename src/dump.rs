@@ -21,6 +21,42 @@ pub struct DumpAnalysis {
     pub modules: Vec<String>,
     /// The crashing thread's stack pointer at the crash.
     pub stack_pointer: Option<u64>,
+    /// What the dump writer could not read, in words; `None` for a whole dump.
+    pub incomplete: Option<String>,
+}
+
+/// The dump writer's record of what it could not read (its "soft errors",
+/// JSON), in one line for a support engineer. Refused ptrace is the common
+/// case and is named; anything else is quoted, shortened.
+pub fn describe_soft_errors(json: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    if value.as_array().is_some_and(|errors| errors.is_empty()) || value.is_null() {
+        return None;
+    }
+    let text = value.to_string();
+    if let Some(at) = text.find("\"PtraceAttachFailed\":") {
+        let errno: i32 = text[at + "\"PtraceAttachFailed\":".len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap_or(0);
+        let errno = match errno {
+            libc::EPERM => "EPERM: not permitted".to_string(),
+            libc::ESRCH => "ESRCH: the thread was gone".to_string(),
+            other => format!("errno {other}"),
+        };
+        return Some(format!(
+            "minidump incomplete: ptrace refused ({errno}); the watcher could not stop the application's threads, so the dump has no thread stacks, and the signal and fault address come from the application's own handler"
+        ));
+    }
+    let mut shortened: String = text.chars().take(300).collect();
+    if shortened.len() < text.len() {
+        shortened.push('…');
+    }
+    Some(format!(
+        "minidump incomplete: the dump writer reported {shortened}"
+    ))
 }
 
 /// Frames shown in a summary.
@@ -57,6 +93,9 @@ pub fn analyse(bytes: &[u8], symbol_paths: &[PathBuf]) -> Result<DumpAnalysis, S
             .as_ref()
             .and_then(|system| exception.context(system, misc.as_ref()))
             .map(|context| context.get_stack_pointer());
+    }
+    if let Ok(errors) = dump.get_stream::<minidump::MinidumpSoftErrors>() {
+        analysis.incomplete = describe_soft_errors(errors.as_ref());
     }
     if let Ok(modules) = dump.get_stream::<MinidumpModuleList>() {
         analysis.modules = modules

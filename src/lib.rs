@@ -6,6 +6,7 @@
 
 pub mod assemble;
 pub mod bundle;
+pub mod cgroup;
 pub mod check;
 pub mod collect;
 pub mod compose;

@@ -610,6 +610,22 @@ pub fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&temporary, path)
 }
 
+/// Writes `bytes` to a new file `path`, private to its user, without
+/// syncing; on failure nothing is left at `path`. For copies that matter only
+/// while this machine stays up (the watcher's recovery copy of a minidump).
+pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(bytes));
+    if result.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
 /// Writes `bytes` to `path` so that `path` is either absent or complete:
 /// temporary name, fsync, rename, fsync of the folder. The file is 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -12,11 +12,9 @@ use crate::outbox::Outbox;
 use crashmail_handler::protocol::{Hello, MessageKind, PanicRecord, PROTOCOL_VERSION};
 use minidumper::{LoopAction, MinidumpBinary, Server, ServerHandler, SocketName};
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long to wait for the application's `Hello` before giving up.
@@ -38,7 +36,8 @@ pub struct WatchOptions {
 enum Event {
     Hello(Box<Hello>),
     Panic(Box<PanicRecord>),
-    Dump(Result<PathBuf, String>),
+    /// The minidump's bytes, or why there is none.
+    Dump(Result<Vec<u8>, String>),
     /// With the exit status, when the application knew it.
     Goodbye(Option<i32>),
     Signal(crashmail_handler::protocol::SignalRecord),
@@ -51,8 +50,6 @@ struct Handler {
     events: Sender<Event>,
     /// The application's pid, once it has said hello.
     app_pid: AtomicU32,
-    dump_dir: Mutex<Option<PathBuf>>,
-    dumps: AtomicU32,
 }
 
 impl Handler {
@@ -69,30 +66,40 @@ impl Handler {
 }
 
 impl ServerHandler for Handler {
+    /// The dump is written to memory, not to disk: a full disk (or a quota)
+    /// cannot cut it short, and nothing half-written is left behind. The
+    /// watcher keeps a copy in `run/` afterwards, for recovery only.
+    #[allow(unsafe_code)]
     fn create_minidump_file(&self) -> Result<(File, PathBuf), std::io::Error> {
-        let dir = self
-            .dump_dir
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?
-            .clone()
-            .ok_or_else(|| {
-                std::io::Error::other("no Hello yet: the dump has nowhere private to go")
-            })?;
-        let number = self.dumps.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!("{}-{number}.dmp", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .read(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        Ok((file, path))
+        // SAFETY: a C string literal and flags; the descriptor returned is
+        // owned by the File from here on.
+        let fd = unsafe { libc::memfd_create(c"crashmail-minidump".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Ok((file, PathBuf::from("memfd:crashmail-minidump")))
     }
 
     fn on_minidump_created(&self, result: Result<MinidumpBinary, minidumper::Error>) -> LoopAction {
-        let _ = self.events.send(Event::Dump(
-            result.map(|b| b.path).map_err(|e| e.to_string()),
-        ));
+        let dump =
+            result
+                .map_err(|e| e.to_string())
+                .and_then(|mut binary| match binary.contents.take() {
+                    Some(bytes) => Ok(bytes),
+                    None => {
+                        use std::io::{Read, Seek};
+                        let mut bytes = Vec::new();
+                        binary
+                            .file
+                            .rewind()
+                            .and_then(|_| binary.file.read_to_end(&mut bytes))
+                            .map(|_| bytes)
+                            .map_err(|e| format!("the dump could not be read back: {e}"))
+                    }
+                });
+        let _ = self.events.send(Event::Dump(dump));
         LoopAction::Continue
     }
 
@@ -101,9 +108,6 @@ impl ServerHandler for Handler {
             Some(MessageKind::Hello) => match serde_json::from_slice::<Hello>(&buffer) {
                 Ok(hello) if hello.protocol == PROTOCOL_VERSION => {
                     self.app_pid.store(hello.pid, Ordering::Relaxed);
-                    if let Ok(mut dir) = self.dump_dir.lock() {
-                        *dir = Some(hello.outbox_dir.join(crashmail_handler::RUN_DIR));
-                    }
                     Event::Hello(Box::new(hello))
                 }
                 Ok(hello) => {
@@ -169,7 +173,9 @@ struct PendingCrash {
     exit_status: Option<i32>,
     process: Option<crate::collect::ProcessFacts>,
     signal: Option<crashmail_handler::protocol::SignalRecord>,
-    dump: Option<Result<PathBuf, String>>,
+    dump: Option<Result<Vec<u8>, String>>,
+    /// The out-of-memory killer's trace, for an application that vanished.
+    out_of_memory: Option<String>,
     since: Option<Instant>,
 }
 
@@ -203,6 +209,8 @@ struct Session {
     exit_status: Option<i32>,
     crashes_reported: usize,
     notes_written: usize,
+    /// The out-of-memory killer's counts when the application said hello.
+    oom_kills_at_hello: Option<crate::cgroup::OomKills>,
 }
 
 /// Runs the watcher until the application is gone. Returns the number of
@@ -213,8 +221,6 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
     let handler = Handler {
         events: events.clone(),
         app_pid: AtomicU32::new(0),
-        dump_dir: Mutex::new(None),
-        dumps: AtomicU32::new(0),
     };
     let mut server = match socket.strip_prefix('@') {
         Some(name) => Server::with_name(SocketName::Abstract(name))?,
@@ -239,6 +245,7 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
         exit_status: None,
         crashes_reported: 0,
         notes_written: 0,
+        oom_kills_at_hello: None,
     };
     let mut crash = PendingCrash::default();
     let started = Instant::now();
@@ -310,7 +317,14 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
     if !crash.is_empty() {
         session.report(crash, false);
     } else if session.hello.is_some() && !session.goodbye && session.crashes_reported == 0 {
-        session.report(PendingCrash::default(), true);
+        let crash = PendingCrash {
+            out_of_memory: session
+                .oom_kills_at_hello
+                .as_ref()
+                .and_then(|counts| counts.struck_since()),
+            ..PendingCrash::default()
+        };
+        session.report(crash, true);
     } else if let Some(status) = session.failed_exit_to_report() {
         log::info!("the application exited with status {status}; reported as [report] ReportExitCodes asks");
         let crash = PendingCrash {
@@ -362,6 +376,7 @@ impl Session {
             Ok(outbox) => self.outbox = Some(outbox),
             Err(e) => log::error!("the outbox {} cannot be used: {e}", outbox_dir.display()),
         }
+        self.oom_kills_at_hello = Some(crate::cgroup::OomKills::count(hello.pid));
         self.hello = Some(hello);
     }
 
@@ -380,22 +395,34 @@ impl Session {
         };
         if self.config.as_ref().is_some_and(|c| !c.report.enabled) {
             log::info!("a crash was seen, but reports are turned off ([report] Enabled = no)");
-            if let Some(Ok(path)) = &crash.dump {
-                let _ = std::fs::remove_file(path);
-            }
             return;
         }
-        let dump_path = crash.dump.as_ref().and_then(|d| d.as_ref().ok()).cloned();
         // What is known so far goes to disk first: should this watcher die
         // while it builds the report, the next `crashmail` run recovers it.
         self.notes_written += 1;
+        let run = outbox.dir(crashmail_handler::RUN_DIR);
+        let dump_path = match &crash.dump {
+            Some(Ok(bytes)) => {
+                let path = run.join(format!("{}-{}.dmp", std::process::id(), self.notes_written));
+                match crate::outbox::write_new(&path, bytes) {
+                    Ok(()) => Some(path),
+                    Err(e) => {
+                        log::warn!(
+                            "no recovery copy of the minidump ({e}); the report is built from memory"
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let note = CrashNote {
             hello: hello.clone(),
             panic: crash.panic.clone(),
             dump: dump_path.clone(),
             abnormal_exit,
         };
-        let note_path = outbox.dir(crashmail_handler::RUN_DIR).join(format!(
+        let note_path = run.join(format!(
             "{}-{}{}",
             std::process::id(),
             self.notes_written,
@@ -410,11 +437,7 @@ impl Session {
                 note_path.display()
             );
         }
-        let minidump = crash.dump.map(|dump| {
-            dump.and_then(|path| {
-                std::fs::read(&path).map_err(|e| format!("the dump could not be read back: {e}"))
-            })
-        });
+        let minidump = crash.dump;
         let mut log_files = hello.log_files.clone();
         if let Some(config) = &self.config {
             log_files.extend(config.report.log_files.iter().cloned());
@@ -434,6 +457,7 @@ impl Session {
             secrets: self.secrets(hello.pid),
             process: crash.process,
             exit_status: crash.exit_status,
+            out_of_memory: crash.out_of_memory,
             time: None,
         };
         let tail = self
@@ -441,13 +465,9 @@ impl Session {
             .as_ref()
             .map(|c| c.report.log_tail_bytes)
             .unwrap_or(config::DEFAULT_LOG_TAIL_BYTES);
-        let contents = assemble::assemble(evidence, tail);
+        let mut contents = assemble::assemble(evidence, tail);
         let id = contents.meta.id.to_string();
-        let stored = contents
-            .to_zip()
-            .map_err(|e| e.to_string())
-            .and_then(|zip| outbox.add(&id, &zip).map_err(|e| e.to_string()));
-        match stored {
+        match delivery::store(outbox, &mut contents) {
             Ok(path) => {
                 log::info!(
                     "report {id} ({}: {}) stored at {}",

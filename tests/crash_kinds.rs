@@ -7,9 +7,7 @@ mod common;
 
 use common::*;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// What a kind must produce: no report, or one of this kind whose reason
@@ -125,39 +123,6 @@ const KINDS: &[Expected] = &[
         report: None,
     },
 ];
-
-/// Builds `crashy` with a cargo profile, once per test run.
-fn crashy(profile: &'static str) -> PathBuf {
-    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<&'static str, PathBuf>>> =
-        OnceLock::new();
-    let built = BUILT.get_or_init(Default::default);
-    let mut built = built.lock().unwrap();
-    if let Some(path) = built.get(profile) {
-        return path.clone();
-    }
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "--example",
-            "crashy",
-            "-p",
-            "crashmail-handler",
-            "--profile",
-            profile,
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo builds crashy");
-    assert!(status.success(), "building crashy ({profile}) failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let folder = if profile == "dev" { "debug" } else { profile };
-    let path = target.join(folder).join("examples/crashy");
-    built.insert(profile, path.clone());
-    path
-}
 
 fn death(status: &ExitStatus) -> String {
     match (status.code(), status.signal()) {

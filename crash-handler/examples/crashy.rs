@@ -67,6 +67,10 @@ const KINDS: &[(&str, &str)] = &[
     ),
     ("sigkill", "is killed with SIGKILL: no handler runs"),
     (
+        "oom",
+        "allocates until the out-of-memory killer ends it (run it under a memory limit, e.g. systemd-run --user -p MemoryMax=64M)",
+    ),
+    (
         "exit-3",
         "exits with status 3 (an orderly exit: not reported)",
     ),
@@ -213,6 +217,14 @@ fn crash(kind: &str) {
                 .args(["-KILL", &std::process::id().to_string()])
                 .status();
             std::thread::sleep(std::time::Duration::from_secs(10));
+        }
+        "oom" => {
+            // Touched, so the pages are really used; kept, so none is freed.
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 4 * 1024 * 1024]);
+                std::hint::black_box(&hoard);
+            }
         }
         "exit-3" => std::process::exit(3),
         "segv-heavy" => {

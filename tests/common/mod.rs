@@ -457,3 +457,37 @@ pub fn zips_in(outbox: &crashmail::outbox::Outbox, state: &str) -> usize {
         .filter(|p| p.extension().is_some_and(|e| e == "zip"))
         .count()
 }
+
+/// Builds `crashy` with a cargo profile, once per test run.
+pub fn crashy(profile: &'static str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<&'static str, PathBuf>>,
+    > = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap();
+    if let Some(path) = built.get(profile) {
+        return path.clone();
+    }
+    let status = std::process::Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            "crashy",
+            "-p",
+            "crashmail-handler",
+            "--profile",
+            profile,
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo builds crashy");
+    assert!(status.success(), "building crashy ({profile}) failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let folder = if profile == "dev" { "debug" } else { profile };
+    let path = target.join(folder).join("examples/crashy");
+    built.insert(profile, path.clone());
+    path
+}

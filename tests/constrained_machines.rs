@@ -1,0 +1,310 @@
+//! Crashes on machines that make reporting hard: a full disk, ptrace refused,
+//! the out-of-memory killer, a container's memory limit. Real mounts, real
+//! cgroups and real capabilities, so these tests run as root, as CI does.
+// The pre_exec hook below joins a cgroup in the child.
+#![allow(unsafe_code)]
+
+mod common;
+
+use common::*;
+use crashmail::cgroup::MemoryCgroup;
+use std::ffi::CString;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+const MIB: u64 = 1024 * 1024;
+
+/// `crashy kind` embedding crashmail, reporting to this harness.
+fn crashy_in(harness: &Harness, kind: &str) -> Command {
+    let mut command = Command::new(crashy("dev"));
+    command
+        .arg(kind)
+        .env("CRASHY_LOG", &harness.log)
+        .env("CRASHMAIL_OUTBOX", &harness.outbox)
+        .env("AXIS_INI", &harness.ini)
+        .env("CRASHMAIL_WATCHER", crashmail_exe())
+        .env_remove("AXIS_HOME")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// The one report this harness received, as (mail, report.json).
+fn the_one_report(harness: &Harness) -> (ParsedMail, serde_json::Value) {
+    assert!(
+        watchers_gone(&harness.outbox, Duration::from_secs(30)),
+        "the watcher is still running"
+    );
+    let messages = harness.receiver.messages();
+    assert_eq!(
+        messages.len(),
+        1,
+        "exactly one report; watcher.log:\n{}",
+        harness.watcher_log()
+    );
+    let mail = parse_mail(&messages[0].data);
+    let report = report_json(&mail);
+    (mail, report)
+}
+
+/// A small tmpfs mounted over a folder for the length of a test.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, bytes: u64) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs needs root");
+        Tmpfs(at.to_path_buf())
+    }
+
+    /// Fills the file system with one file until `free` bytes are left.
+    fn fill_leaving(&self, free: u64) {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0x55u8; 64 * 1024];
+        while file.write_all(&chunk).and_then(|_| file.flush()).is_ok() {}
+        let written = file.metadata().unwrap().len();
+        file.set_len(written.saturating_sub(free)).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A memory cgroup of its own under this test process's, with a limit and
+/// no swap; processes join it in `pre_exec`.
+struct TestCgroup {
+    cgroup: MemoryCgroup,
+    procs: CString,
+}
+
+impl TestCgroup {
+    fn new(limit: u64) -> TestCgroup {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let own = MemoryCgroup::of(None).expect("this machine has a memory cgroup");
+        let number = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = own
+            .dir
+            .join(format!("crashmail-test-{}-{number}", std::process::id()));
+        if !own.v1 {
+            // v2 gives a child the memory files only when its parent asks.
+            let _ = std::fs::write(own.dir.join("cgroup.subtree_control"), "+memory");
+        }
+        std::fs::create_dir(&dir).expect("creating a cgroup needs root");
+        let write = |name: &str, value: &str| {
+            std::fs::write(dir.join(name), value)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
+        };
+        if own.v1 {
+            write("memory.limit_in_bytes", &limit.to_string());
+            if dir.join("memory.memsw.limit_in_bytes").exists() {
+                write("memory.memsw.limit_in_bytes", &limit.to_string());
+            }
+        } else {
+            write("memory.max", &limit.to_string());
+            if dir.join("memory.swap.max").exists() {
+                write("memory.swap.max", "0");
+            }
+        }
+        let procs = CString::new(
+            dir.join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .unwrap();
+        TestCgroup {
+            cgroup: MemoryCgroup { dir, ..own },
+            procs,
+        }
+    }
+
+    /// Makes `command`'s process (and so its watcher) start in this cgroup.
+    fn run_inside(&self, command: &mut Command) {
+        let procs = self.procs.clone();
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // "0": the process that writes.
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if written != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // The cgroup can go once its last process (the watcher) has.
+        eventually(Duration::from_secs(10), || {
+            std::fs::remove_dir(&self.cgroup.dir).is_ok() || !self.cgroup.dir.exists()
+        });
+    }
+}
+
+/// A watcher that may not trace the application: started through
+/// `setpriv` without `CAP_SYS_PTRACE`, it holds fewer capabilities than the
+/// application, so the kernel refuses it ptrace and the application's
+/// memory (EPERM), as for a watcher of another user or a confined one.
+fn watcher_without_ptrace(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("watcher-without-ptrace");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nexec setpriv --bounding-set -sys_ptrace --inh-caps -all '{}' \"$@\"\n",
+            crashmail_exe()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn every_file(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(every_file(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn a_full_disk_sends_the_report_without_the_minidump_and_leaves_no_partial_file() {
+    let harness = Harness::new();
+    let disk = Tmpfs::mount(&harness.outbox, 2 * MIB);
+    // Room for the report, not for its minidump: the application's large
+    // environment (noise does not compress) is in the minidump.
+    disk.fill_leaving(48 * 1024);
+    let padding = String::from_utf8(noisy_log(120 * 1024)).unwrap();
+    let status = crashy_in(&harness, "segv")
+        .env("CRASHY_PADDING", padding)
+        .status()
+        .unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGSEGV), "it dies as before");
+
+    let (mail, report) = the_one_report(&harness);
+    assert_eq!(report["kind"], "signal");
+    assert!(report["reason"].as_str().unwrap().contains("SIGSEGV"));
+    let notes = report["notes"].to_string();
+    assert!(
+        notes.contains("minidump.dmp was left out") && notes.contains("No space left on device"),
+        "{notes}"
+    );
+    assert!(!mail.entries.contains_key("minidump.dmp"));
+    // The stack read from the dump before it was left out.
+    assert!(
+        report["frames"].to_string().contains("null_write"),
+        "{}",
+        report["frames"]
+    );
+    let partial: Vec<PathBuf> = every_file(&harness.outbox)
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.ends_with(".dmp") || name.contains(".tmp")
+        })
+        .collect();
+    assert!(partial.is_empty(), "left behind: {partial:?}");
+}
+
+#[test]
+fn ptrace_refused_still_sends_the_report_and_says_why_the_minidump_is_incomplete() {
+    let harness = Harness::new();
+    let status = crashy_in(&harness, "segv")
+        .env(
+            "CRASHMAIL_WATCHER",
+            watcher_without_ptrace(harness.dir.path()),
+        )
+        .status()
+        .unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGSEGV), "it dies as before");
+
+    let (mail, report) = the_one_report(&harness);
+    assert_eq!(report["kind"], "signal");
+    assert!(report["reason"].as_str().unwrap().contains("SIGSEGV"));
+    let notes = report["notes"].to_string();
+    assert!(
+        notes.contains("minidump incomplete: ptrace refused (EPERM"),
+        "the note says why: {notes}"
+    );
+    let log = String::from_utf8_lossy(&mail.entries["logs/app.log"]).into_owned();
+    assert!(log.contains("last line before the crash: segv"), "{log}");
+}
+
+fn death(status: &ExitStatus) -> Option<i32> {
+    status.signal()
+}
+
+#[test]
+fn the_out_of_memory_killer_is_named_in_an_abnormal_exit_report() {
+    let harness = Harness::new();
+    let cgroup = TestCgroup::new(96 * MIB);
+
+    let mut without = crashy_in(&harness, "oom");
+    without.env("CRASHY_WITHOUT_CRASHMAIL", "1");
+    cgroup.run_inside(&mut without);
+    let without = without.status().unwrap();
+    assert_eq!(death(&without), Some(libc::SIGKILL), "{without:?}");
+
+    let mut with = crashy_in(&harness, "oom");
+    cgroup.run_inside(&mut with);
+    let with = with.status().unwrap();
+    assert_eq!(death(&with), Some(libc::SIGKILL), "it dies as before");
+
+    let (mail, report) = the_one_report(&harness);
+    assert_eq!(report["kind"], "abnormal-exit");
+    let reason = report["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("out-of-memory killer") && reason.contains("limit of 96 MiB"),
+        "{reason}"
+    );
+    let log = String::from_utf8_lossy(&mail.entries["logs/app.log"]).into_owned();
+    assert!(log.contains("last line before the crash: oom"), "{log}");
+}
+
+#[test]
+fn system_json_gives_the_memory_limit_of_the_applications_container() {
+    let harness = Harness::new();
+    let cgroup = TestCgroup::new(256 * MIB);
+    let mut command = crashy_in(&harness, "segv");
+    cgroup.run_inside(&mut command);
+    let status = command.status().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGSEGV));
+
+    let (mail, _) = the_one_report(&harness);
+    let system: serde_json::Value = serde_json::from_slice(&mail.entries["system.json"]).unwrap();
+    assert_eq!(system["memory_total"], 256 * MIB, "{system}");
+    assert_eq!(system["memory_limited_by_cgroup"], true);
+    let available = system["memory_available"].as_u64().unwrap();
+    assert!(available > 0 && available < 256 * MIB, "{available}");
+}

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod dump;
 pub mod extract;
 pub mod inspect;
+pub mod link;
 pub mod mail;
 pub mod outbox;
 pub mod outgoing;

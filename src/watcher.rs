@@ -1,6 +1,6 @@
 //! `crashmail watch`: the out-of-process half.
 //!
-//! It serves one application over minidumper's socket: writes the minidump
+//! It serves one application over its socket ([`crate::link`]): writes the minidump
 //! when asked, receives panic records, and when the application dies builds
 //! the report, puts it in the outbox and emails it. It exits once the
 //! application is gone and its reports are dealt with.
@@ -10,10 +10,9 @@ use crate::config::{self, Config};
 use crate::delivery::{self, Outcome};
 use crate::outbox::Outbox;
 use crashmail_handler::protocol::{Hello, MessageKind, PanicRecord, PROTOCOL_VERSION};
-use minidumper::{LoopAction, MinidumpBinary, Server, ServerHandler, SocketName};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -65,42 +64,42 @@ impl Handler {
     }
 }
 
-impl ServerHandler for Handler {
-    /// The dump is written to memory, not to disk: a full disk (or a quota)
-    /// cannot cut it short, and nothing half-written is left behind. The
-    /// watcher keeps a copy in `run/` afterwards, for recovery only.
-    #[allow(unsafe_code)]
-    fn create_minidump_file(&self) -> Result<(File, PathBuf), std::io::Error> {
-        // SAFETY: a C string literal and flags; the descriptor returned is
-        // owned by the File from here on.
-        let fd = unsafe { libc::memfd_create(c"crashmail-minidump".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        Ok((file, PathBuf::from("memfd:crashmail-minidump")))
+/// Writes a minidump of the process `context` describes, in memory: a full
+/// disk (or a quota) cannot cut it short, and nothing half-written is left
+/// behind. The watcher keeps a copy in `run/` afterwards, for recovery only.
+#[allow(unsafe_code)]
+fn write_minidump(
+    context: minidump_writer::crash_context::CrashContext,
+) -> Result<Vec<u8>, String> {
+    use minidump_writer::minidump_writer::MinidumpWriterConfig;
+    // SAFETY: a C string literal and flags; the descriptor returned is owned
+    // by the File from here on.
+    let fd = unsafe { libc::memfd_create(c"crashmail-minidump".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!(
+            "no memory file for the dump: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let mut file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut writer = MinidumpWriterConfig::new(context.pid, context.tid);
+    writer.set_crash_context(minidump_writer::CrashContextExt { inner: context });
+    writer.write(&mut file).map_err(|e| e.to_string())
+}
+
+impl crate::link::LinkHandler for Handler {
+    fn on_dump_request(
+        &self,
+        context: Result<minidump_writer::crash_context::CrashContext, String>,
+    ) {
+        let _ = self
+            .events
+            .send(Event::Dump(context.and_then(write_minidump)));
     }
 
-    fn on_minidump_created(&self, result: Result<MinidumpBinary, minidumper::Error>) -> LoopAction {
-        let dump =
-            result
-                .map_err(|e| e.to_string())
-                .and_then(|mut binary| match binary.contents.take() {
-                    Some(bytes) => Ok(bytes),
-                    None => {
-                        use std::io::{Read, Seek};
-                        let mut bytes = Vec::new();
-                        binary
-                            .file
-                            .rewind()
-                            .and_then(|_| binary.file.read_to_end(&mut bytes))
-                            .map(|_| bytes)
-                            .map_err(|e| format!("the dump could not be read back: {e}"))
-                    }
-                });
-        let _ = self.events.send(Event::Dump(dump));
-        LoopAction::Continue
+    fn on_failure(&self, why: String) {
+        let _ = self.events.send(Event::ServerFailed(why));
     }
 
     fn on_message(&self, kind: u32, buffer: Vec<u8>) {
@@ -155,13 +154,8 @@ impl ServerHandler for Handler {
         let _ = self.events.send(event);
     }
 
-    fn on_client_disconnected(&self, num_clients: usize) -> LoopAction {
-        if num_clients == 0 {
-            let _ = self.events.send(Event::AllDisconnected);
-            LoopAction::Exit
-        } else {
-            LoopAction::Continue
-        }
+    fn on_all_disconnected(&self) {
+        let _ = self.events.send(Event::AllDisconnected);
     }
 }
 
@@ -222,19 +216,8 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
         events: events.clone(),
         app_pid: AtomicU32::new(0),
     };
-    let mut server = match socket.strip_prefix('@') {
-        Some(name) => Server::with_name(SocketName::Abstract(name))?,
-        None => Server::with_name(SocketName::Path(Path::new(&socket)))?,
-    };
-    let shutdown = std::sync::Arc::new(AtomicBool::new(false));
-    let server_shutdown = shutdown.clone();
-    let server_thread = std::thread::Builder::new()
-        .name("crashmail-ipc".into())
-        .spawn(move || {
-            if let Err(e) = server.run(Box::new(handler), &server_shutdown, None) {
-                let _ = events.send(Event::ServerFailed(e.to_string()));
-            }
-        })?;
+    let _socket_file =
+        crate::link::LinkServer::bind(&socket)?.serve(std::sync::Arc::new(handler))?;
 
     let mut session = Session {
         options,
@@ -312,7 +295,6 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    shutdown.store(true, Ordering::Relaxed);
 
     if !crash.is_empty() {
         session.report(crash, false);
@@ -334,7 +316,6 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
         session.report(crash, true);
     }
     session.flush_older_reports();
-    let _ = server_thread.join();
     Ok(session.crashes_reported)
 }
 

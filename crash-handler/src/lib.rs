@@ -21,6 +21,7 @@
 pub mod breadcrumbs;
 mod fallback;
 mod frames;
+mod ipc;
 mod link;
 mod native;
 mod panic_hook;

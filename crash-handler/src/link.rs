@@ -3,12 +3,12 @@
 //! Two connections are kept. The *message* connection carries `Hello` and
 //! `Goodbye` and stays open for the life of the process, so the watcher sees
 //! the application die when it closes. The *dump* connection carries a panic
-//! record followed by its dump request; minidumper closes a connection once it
-//! has served a dump, so after a panic a fresh one replaces it.
+//! record followed by its dump request, and the signal handler's record and
+//! request.
 
+use crate::ipc::{Client, SocketAddress};
 use crate::protocol::{Hello, MessageKind, PROTOCOL_VERSION};
 use crate::{Installed, Options};
-use minidumper::{Client, SocketName};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
@@ -30,34 +30,11 @@ pub(crate) enum LinkState {
 
 static STATE: AtomicU8 = AtomicU8::new(LinkState::Connecting as u8);
 static MESSAGES: OnceLock<Client> = OnceLock::new();
-/// The dump connection. Replaced after each panic dump; old ones are leaked
-/// on purpose, since a signal handler may still hold a reference.
+/// The dump connection, leaked so that a signal handler can use it without
+/// a lock.
 static DUMPS: AtomicPtr<Client> = AtomicPtr::new(std::ptr::null_mut());
 static SOCKET: OnceLock<SocketAddress> = OnceLock::new();
 static GOODBYE_SENT: AtomicBool = AtomicBool::new(false);
-
-/// Where the watcher listens.
-#[derive(Debug)]
-enum SocketAddress {
-    Path(PathBuf),
-    Abstract(String),
-}
-
-impl SocketAddress {
-    fn name(&self) -> SocketName<'_> {
-        match self {
-            SocketAddress::Path(path) => SocketName::Path(path),
-            SocketAddress::Abstract(name) => SocketName::Abstract(name),
-        }
-    }
-
-    fn as_arg(&self) -> String {
-        match self {
-            SocketAddress::Path(path) => path.display().to_string(),
-            SocketAddress::Abstract(name) => format!("@{name}"),
-        }
-    }
-}
 
 pub(crate) fn state() -> LinkState {
     match STATE.load(Ordering::Acquire) {
@@ -90,15 +67,6 @@ pub(crate) fn dump_client() -> Option<&'static Client> {
     let client = DUMPS.load(Ordering::Acquire);
     // SAFETY-free: the pointer comes from Box::leak below and is never freed.
     crate::native::leaked_ref(client)
-}
-
-/// Opens a fresh dump connection after the old one was used up.
-pub(crate) fn reconnect_dumps() {
-    if let Some(address) = SOCKET.get() {
-        if let Ok(client) = Client::with_name(address.name()) {
-            DUMPS.store(Box::leak(Box::new(client)), Ordering::Release);
-        }
-    }
 }
 
 /// Sends a message on the message connection; false if there is none.
@@ -178,7 +146,7 @@ fn connect(options: &Options, installed: &Installed) -> Result<(), String> {
 
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     let messages = loop {
-        match Client::with_name(address.name()) {
+        match Client::connect(address) {
             Ok(client) => break client,
             Err(e) => {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -194,8 +162,8 @@ fn connect(options: &Options, installed: &Installed) -> Result<(), String> {
             }
         }
     };
-    let dumps = Client::with_name(address.name())
-        .map_err(|e| format!("cannot open the dump connection: {e}"))?;
+    let dumps =
+        Client::connect(address).map_err(|e| format!("cannot open the dump connection: {e}"))?;
 
     let hello = Hello {
         protocol: PROTOCOL_VERSION,
@@ -213,7 +181,7 @@ fn connect(options: &Options, installed: &Installed) -> Result<(), String> {
     };
     let body = serde_json::to_vec(&hello).map_err(|e| e.to_string())?;
     messages
-        .send_message(MessageKind::Hello as u32, body)
+        .send_message(MessageKind::Hello as u32, &body)
         .map_err(|e| format!("cannot greet the watcher: {e}"))?;
     DUMPS.store(Box::leak(Box::new(dumps)), Ordering::Release);
     let _ = MESSAGES.set(messages);

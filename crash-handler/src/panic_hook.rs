@@ -42,7 +42,6 @@ fn report(info: &PanicHookInfo<'_>) {
         let body = serde_json::to_vec(&record).unwrap_or_default();
         if link::send_on_dump_connection(MessageKind::Panic, &body) {
             crate::native::dump_for_panic();
-            link::reconnect_dumps();
             return;
         }
     }

@@ -1,8 +1,9 @@
 //! The messages the application sends to its watcher.
 //!
 //! Both halves of crashmail depend on this module, so the wire format lives in
-//! one place. Messages travel as `minidumper` user messages: a kind number and
-//! a JSON body. Dump requests use minidumper's own request, not these kinds.
+//! one place. On the socket every message is a [`FrameHeader`] (a kind number
+//! and a length) and its body: JSON for the kinds below, the crash context for
+//! a dump request.
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -36,6 +37,42 @@ impl MessageKind {
             4 => Some(Self::Signal),
             _ => None,
         }
+    }
+}
+
+/// The frame around every message on the socket: kind and body length, both
+/// little-endian `u32`. Two kinds are the link's own: a dump request (whose
+/// body is the crash context) and the watcher's reply once the dump is
+/// written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub kind: u32,
+    pub length: u32,
+}
+
+impl FrameHeader {
+    pub const LEN: usize = 8;
+    /// From the application: dump me; the body is a `CrashContext`.
+    pub const DUMP_REQUEST: u32 = 0xD0;
+    /// From the watcher: the dump asked for is written (or failed for good).
+    pub const DUMP_WRITTEN: u32 = 0xD1;
+    /// Bodies larger than this are refused: nothing the application sends
+    /// comes near it.
+    pub const MAX_BODY: u32 = 16 * 1024 * 1024;
+
+    pub fn to_bytes(self) -> [u8; Self::LEN] {
+        let mut bytes = [0u8; Self::LEN];
+        bytes[..4].copy_from_slice(&self.kind.to_le_bytes());
+        bytes[4..].copy_from_slice(&self.length.to_le_bytes());
+        bytes
+    }
+
+    pub fn from_bytes(bytes: &[u8; Self::LEN]) -> Option<FrameHeader> {
+        let header = FrameHeader {
+            kind: u32::from_le_bytes(bytes[..4].try_into().ok()?),
+            length: u32::from_le_bytes(bytes[4..].try_into().ok()?),
+        };
+        (header.length <= Self::MAX_BODY).then_some(header)
     }
 }
 

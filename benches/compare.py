@@ -137,7 +137,7 @@ def capture(crashy, crashmail):
     gcore_ms, gcore_sizes = [], []
     for _ in range(RUNS):
         with tempfile.TemporaryDirectory() as d:
-            env = dict(os.environ, CRASHY_WITHOUT_CRASHMAIL="1")
+            env = dict(os.environ, CRASHY_WITHOUT_CRASHMAIL="1", CRASHY_LOG=os.path.join(d, "app.log"))
             process = subprocess.Popen([crashy, "idle-heavy"], env=env, stdout=subprocess.PIPE, text=True)
             process.stdout.readline()
             started = time.time()

@@ -51,7 +51,7 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
     let mut analysis = None;
     match evidence.minidump {
         Some(Ok(bytes)) => {
-            match dump::analyse(&bytes, &[]) {
+            match dump::analyse_crash(&bytes) {
                 Ok(found) => {
                     notes.extend(found.incomplete.clone());
                     analysis = Some(found);

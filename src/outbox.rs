@@ -595,19 +595,22 @@ impl Outbox {
 }
 
 /// Writes `bytes` to `path` through a temporary name, without syncing: for
-/// state that may be lost in a power failure (rate counters), never for a
-/// report or its record.
+/// state that may be lost in a power failure (rate counters, a watcher's
+/// crash note), never for a report or its record.
 pub fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temporary = path.with_extension(format!("{}.tmp", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
+    let result = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&temporary)?;
-    file.write_all(bytes)?;
-    drop(file);
-    std::fs::rename(&temporary, path)
+        .open(&temporary)
+        .and_then(|mut file| file.write_all(bytes))
+        .and_then(|_| std::fs::rename(&temporary, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
 }
 
 /// Writes `bytes` to a new file `path`, private to its user, without

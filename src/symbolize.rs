@@ -14,6 +14,8 @@ use std::collections::HashMap;
 /// One module file, opened once.
 struct ModuleFile {
     loader: addr2line::Loader,
+    /// Its build id (hex), when it has one.
+    build_id: Option<String>,
     /// The lowest segment address: offsets in the process map onto it.
     base_vaddr: u64,
     /// Address ranges of executable code; a probe elsewhere is not a frame.
@@ -68,18 +70,20 @@ impl LocalSymbolizer {
             .modules
             .entry(path.to_string())
             .or_insert_with(|| {
-                open_module(path, build_id).or_else(|| {
-                    // Elsewhere, the build id must be known and match.
-                    let build_id = build_id?;
-                    let name = path.rsplit('/').next()?;
-                    search.iter().find_map(|dir| {
-                        [dir.join(name), dir.join(format!("{name}.debug"))]
-                            .iter()
-                            .find_map(|candidate| {
-                                open_module(&candidate.to_string_lossy(), Some(build_id))
-                            })
+                take_opened_ahead(path, build_id)
+                    .or_else(|| open_module(path, build_id))
+                    .or_else(|| {
+                        // Elsewhere, the build id must be known and match.
+                        let build_id = build_id?;
+                        let name = path.rsplit('/').next()?;
+                        search.iter().find_map(|dir| {
+                            [dir.join(name), dir.join(format!("{name}.debug"))]
+                                .iter()
+                                .find_map(|candidate| {
+                                    open_module(&candidate.to_string_lossy(), Some(build_id))
+                                })
+                        })
                     })
-                })
             })
             .as_ref()?;
         let probe = module.base_vaddr + offset;
@@ -145,15 +149,48 @@ impl LocalSymbolizer {
     }
 }
 
+/// Modules opened before they were needed, each waiting for the first
+/// symbolizer that asks for it.
+static OPENED_AHEAD: std::sync::Mutex<Vec<(String, ModuleFile)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Opens the module at `path` now, so that naming frames in it later does
+/// not wait for its symbols and debug info to load. The watcher does this
+/// for the application's executable while the dump is being written.
+pub fn open_ahead(path: &str) {
+    if let Some(module) = open_module(path, None) {
+        if let Ok(mut opened) = OPENED_AHEAD.lock() {
+            opened.push((path.to_string(), module));
+        }
+    }
+}
+
+fn take_opened_ahead(path: &str, expected_build_id: Option<&str>) -> Option<ModuleFile> {
+    let mut opened = OPENED_AHEAD.lock().ok()?;
+    let index = opened.iter().position(|(opened_path, module)| {
+        opened_path == path
+            && expected_build_id.is_none_or(|expected| {
+                module
+                    .build_id
+                    .as_deref()
+                    .is_some_and(|actual| actual.eq_ignore_ascii_case(expected))
+            })
+    })?;
+    Some(opened.swap_remove(index).1)
+}
+
 fn open_module(path: &str, expected_build_id: Option<&str>) -> Option<ModuleFile> {
     let file = std::fs::File::open(path).ok()?;
     // SAFETY: the mapping is read-only and dropped before this returns; a
     // module replaced underneath us can at worst give a wrong build id.
     let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
     let object = object::File::parse(&*map).ok()?;
+    let build_id = object.build_id().ok().flatten().map(hex);
     if let Some(expected) = expected_build_id {
-        let actual = object.build_id().ok().flatten().map(hex)?;
-        if !actual.eq_ignore_ascii_case(expected) {
+        if !build_id
+            .as_deref()
+            .is_some_and(|actual| actual.eq_ignore_ascii_case(expected))
+        {
             return None;
         }
     }
@@ -185,6 +222,7 @@ fn open_module(path: &str, expected_build_id: Option<&str>) -> Option<ModuleFile
     let loader = addr2line::Loader::new(path).ok()?;
     Some(ModuleFile {
         loader,
+        build_id,
         base_vaddr,
         code,
         functions,

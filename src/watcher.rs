@@ -170,10 +170,25 @@ struct PendingCrash {
     dump: Option<Result<Vec<u8>, String>>,
     /// The out-of-memory killer's trace, for an application that vanished.
     out_of_memory: Option<String>,
+    /// The application's executable being opened for naming frames, started
+    /// as soon as a crash is announced, so it is ready when the dump is.
+    opening: Option<std::thread::JoinHandle<()>>,
     since: Option<Instant>,
 }
 
 impl PendingCrash {
+    fn open_executable_ahead(&mut self, hello: Option<&Hello>) {
+        let Some(exe) = hello.and_then(|h| h.exe.clone()) else {
+            return;
+        };
+        if self.opening.is_none() {
+            self.opening = std::thread::Builder::new()
+                .name("crashmail-open".into())
+                .spawn(move || crate::symbolize::open_ahead(&exe.to_string_lossy()))
+                .ok();
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.panic.is_none() && self.dump.is_none() && self.signal.is_none()
     }
@@ -251,6 +266,7 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
                 } else {
                     crash.panic = Some(*record);
                     crash.since = Some(Instant::now());
+                    crash.open_executable_ahead(session.hello.as_ref());
                 }
             }
             Ok(Event::Dump(dump)) => {
@@ -266,6 +282,7 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
             }
             Ok(Event::Signal(record)) => {
                 crash.signal = Some(record);
+                crash.open_executable_ahead(session.hello.as_ref());
                 crash.since.get_or_insert_with(Instant::now);
             }
             Ok(Event::AllDisconnected) => break,
@@ -378,45 +395,31 @@ impl Session {
             log::info!("a crash was seen, but reports are turned off ([report] Enabled = no)");
             return;
         }
-        // What is known so far goes to disk first: should this watcher die
-        // while it builds the report, the next `crashmail` run recovers it.
+        // What is known so far goes to disk while the report is built: should
+        // this watcher die before the report is stored, the next `crashmail`
+        // run recovers it from these.
         self.notes_written += 1;
         let run = outbox.dir(crashmail_handler::RUN_DIR);
-        let dump_path = match &crash.dump {
-            Some(Ok(bytes)) => {
-                let path = run.join(format!("{}-{}.dmp", std::process::id(), self.notes_written));
-                match crate::outbox::write_new(&path, bytes) {
-                    Ok(()) => Some(path),
-                    Err(e) => {
-                        log::warn!(
-                            "no recovery copy of the minidump ({e}); the report is built from memory"
-                        );
-                        None
-                    }
-                }
-            }
+        let name = format!("{}-{}", std::process::id(), self.notes_written);
+        let note_path = run.join(format!("{name}{CRASH_NOTE_SUFFIX}"));
+        let recovery_dump = match &crash.dump {
+            Some(Ok(bytes)) => Some((run.join(format!("{name}.dmp")), bytes.clone())),
             _ => None,
         };
         let note = CrashNote {
             hello: hello.clone(),
             panic: crash.panic.clone(),
-            dump: dump_path.clone(),
+            dump: None,
             abnormal_exit,
         };
-        let note_path = run.join(format!(
-            "{}-{}{}",
-            std::process::id(),
-            self.notes_written,
-            CRASH_NOTE_SUFFIX
-        ));
-        if let Err(e) = serde_json::to_vec(&note)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| crate::outbox::write_atomic(&note_path, &bytes))
-        {
-            log::warn!(
-                "the crash note {} could not be written: {e}",
-                note_path.display()
-            );
+        let recovery = std::thread::Builder::new()
+            .name("crashmail-note".into())
+            .spawn({
+                let note_path = note_path.clone();
+                move || write_recovery_note(note, &note_path, recovery_dump)
+            });
+        if let Some(opening) = crash.opening {
+            let _ = opening.join();
         }
         let minidump = crash.dump;
         let mut log_files = hello.log_files.clone();
@@ -447,6 +450,10 @@ impl Session {
             .map(|c| c.report.log_tail_bytes)
             .unwrap_or(config::DEFAULT_LOG_TAIL_BYTES);
         let mut contents = assemble::assemble(evidence, tail);
+        let dump_path = recovery
+            .ok()
+            .and_then(|writing| writing.join().ok())
+            .flatten();
         let id = contents.meta.id.to_string();
         match delivery::store(outbox, &mut contents) {
             Ok(path) => {
@@ -542,6 +549,35 @@ impl Session {
             Err(e) => log::error!("the outbox could not be flushed: {e}"),
         }
     }
+}
+
+/// Writes the recovery copy of the minidump (when there is room) and the
+/// crash note naming it; returns the copy's path. Neither is synced: they
+/// stand in for a watcher that dies, not for a machine that loses power,
+/// and the report itself is synced once stored.
+fn write_recovery_note(
+    mut note: CrashNote,
+    note_path: &Path,
+    dump: Option<(PathBuf, Vec<u8>)>,
+) -> Option<PathBuf> {
+    if let Some((path, bytes)) = dump {
+        match crate::outbox::write_new(&path, &bytes) {
+            Ok(()) => note.dump = Some(path),
+            Err(e) => log::warn!(
+                "no recovery copy of the minidump ({e}); the report is built from memory"
+            ),
+        }
+    }
+    if let Err(e) = serde_json::to_vec(&note)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| crate::outbox::write_replace(note_path, &bytes))
+    {
+        log::warn!(
+            "the crash note {} could not be written: {e}",
+            note_path.display()
+        );
+    }
+    note.dump
 }
 
 /// True while `pid` exists and is not a zombie.

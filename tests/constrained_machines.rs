@@ -16,8 +16,12 @@ use std::time::Duration;
 
 const MIB: u64 = 1024 * 1024;
 
-/// Each case runs with a debug and a release build of `crashy`.
-const PROFILES: [&str; 2] = ["dev", "release"];
+/// Runs a case with a debug and with a release build of `crashy`.
+fn in_both_builds(case: fn(&'static str)) {
+    for profile in ["dev", "release"] {
+        case(profile);
+    }
+}
 
 /// `crashy kind`, built with `profile`, embedding crashmail and reporting to
 /// this harness.
@@ -33,24 +37,6 @@ fn crashy_in(profile: &'static str, harness: &Harness, kind: &str) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     command
-}
-
-/// The one report this harness received, as (mail, report.json).
-fn the_one_report(harness: &Harness) -> (ParsedMail, serde_json::Value) {
-    assert!(
-        watchers_gone(&harness.outbox, Duration::from_secs(30)),
-        "the watcher is still running"
-    );
-    let messages = harness.receiver.messages();
-    assert_eq!(
-        messages.len(),
-        1,
-        "exactly one report; watcher.log:\n{}",
-        harness.watcher_log()
-    );
-    let mail = parse_mail(&messages[0].data);
-    let report = report_json(&mail);
-    (mail, report)
 }
 
 /// A small tmpfs mounted over a folder for the length of a test.
@@ -204,9 +190,9 @@ fn every_file(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_full_disk_sends_the_report_without_the_minidump_and_leaves_no_partial_file() {
-    for profile in PROFILES {
-        a_full_disk_sends_the_report_without_the_minidump_and_leaves_no_partial_file_with(profile);
-    }
+    in_both_builds(
+        a_full_disk_sends_the_report_without_the_minidump_and_leaves_no_partial_file_with,
+    );
 }
 
 fn a_full_disk_sends_the_report_without_the_minidump_and_leaves_no_partial_file_with(
@@ -251,9 +237,9 @@ fn a_full_disk_sends_the_report_without_the_minidump_and_leaves_no_partial_file_
 
 #[test]
 fn ptrace_refused_still_sends_the_report_and_says_why_the_minidump_is_incomplete() {
-    for profile in PROFILES {
-        ptrace_refused_still_sends_the_report_and_says_why_the_minidump_is_incomplete_with(profile);
-    }
+    in_both_builds(
+        ptrace_refused_still_sends_the_report_and_says_why_the_minidump_is_incomplete_with,
+    );
 }
 
 fn ptrace_refused_still_sends_the_report_and_says_why_the_minidump_is_incomplete_with(
@@ -287,9 +273,7 @@ fn death(status: &ExitStatus) -> Option<i32> {
 
 #[test]
 fn the_out_of_memory_killer_is_named_in_an_abnormal_exit_report() {
-    for profile in PROFILES {
-        the_out_of_memory_killer_is_named_in_an_abnormal_exit_report_with(profile);
-    }
+    in_both_builds(the_out_of_memory_killer_is_named_in_an_abnormal_exit_report_with);
 }
 
 fn the_out_of_memory_killer_is_named_in_an_abnormal_exit_report_with(profile: &'static str) {
@@ -320,9 +304,7 @@ fn the_out_of_memory_killer_is_named_in_an_abnormal_exit_report_with(profile: &'
 
 #[test]
 fn system_json_gives_the_memory_limit_of_the_applications_container() {
-    for profile in PROFILES {
-        system_json_gives_the_memory_limit_of_the_applications_container_with(profile);
-    }
+    in_both_builds(system_json_gives_the_memory_limit_of_the_applications_container_with);
 }
 
 fn system_json_gives_the_memory_limit_of_the_applications_container_with(profile: &'static str) {

@@ -491,3 +491,21 @@ pub fn crashy(profile: &'static str) -> PathBuf {
     built.insert(profile, path.clone());
     path
 }
+
+/// The one report this harness received, as (mail, report.json).
+pub fn the_one_report(harness: &Harness) -> (ParsedMail, serde_json::Value) {
+    assert!(
+        watchers_gone(&harness.outbox, Duration::from_secs(30)),
+        "the watcher is still running"
+    );
+    let messages = harness.receiver.messages();
+    assert_eq!(
+        messages.len(),
+        1,
+        "exactly one report; watcher.log:\n{}",
+        harness.watcher_log()
+    );
+    let mail = parse_mail(&messages[0].data);
+    let report = report_json(&mail);
+    (mail, report)
+}

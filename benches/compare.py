@@ -254,8 +254,8 @@ def main():
         "### Idle cost of the watcher (5 s while the application runs)", "",
         "| resident memory | CPU | wake-ups |", "|---|---|---|",
         f"| {rss / 1048576:.1f} MiB | {cpu_ms_per_s:.2f} ms per second | {wakeups:.0f} per second |", "",
-        "Counted over all of the watcher's threads. The wake-ups are minidumper's server loop, which polls its "
-        "sockets every 10 ms; crashmail's own code waits without polling.", "",
+        "Counted over all of the watcher's threads (context switches). Each thread waits in a blocking call "
+        "(accept, read, a channel) until the application speaks: nothing polls.", "",
         "### Delivery throughput, 50 KB messages into Postfix's smtp-sink on loopback", "",
         "| sender | messages per second | crashmail's flush is |", "|---|---|---|",
     ]

@@ -329,13 +329,22 @@ impl Delivery<'_> {
     /// Sends one pending report, or holds it (a repeat inside its window,
     /// the hourly limit). `None` when another sender claimed it first.
     pub fn send_one(&self, id: &str) -> std::io::Result<Option<Outcome>> {
+        self.send_one_on(&mut mail::Session::new(&self.config.smtp), id)
+    }
+
+    /// [`Delivery::send_one`] over `session`, which later reports reuse.
+    fn send_one_on(
+        &self,
+        session: &mut mail::Session,
+        id: &str,
+    ) -> std::io::Result<Option<Outcome>> {
         let Some(claim) = self.outbox.claim(id)? else {
             return Ok(None);
         };
         let zip = std::fs::read(claim.path())?;
         if let Ok(entries) = bundle::read_zip_entries(&zip) {
             if entries.contains_key(crate::outgoing::MESSAGE_JSON) {
-                return self.send_email(claim, &entries).map(Some);
+                return self.send_email(session, claim, &entries).map(Some);
             }
         }
         let (meta, summary, entries) = match read_report(&zip) {
@@ -462,13 +471,13 @@ impl Delivery<'_> {
             entries,
             zip,
         };
-        let mut result = self.deliver(&parts, false);
+        let mut result = self.deliver(session, &parts, false);
         if result
             .as_ref()
             .is_err_and(|e| e.kind == mail::DeliveryErrorKind::TooLarge)
         {
             // 552: one more try, minidump left out and logs halved.
-            result = self.deliver(&parts, true);
+            result = self.deliver(session, &parts, true);
         }
         match result {
             Ok(_) => {
@@ -519,6 +528,7 @@ impl Delivery<'_> {
     /// for crash loops); the same retries and the same record.
     fn send_email(
         &self,
+        session: &mut mail::Session,
         claim: crate::outbox::Claim,
         entries: &std::collections::BTreeMap<String, Vec<u8>>,
     ) -> std::io::Result<Outcome> {
@@ -540,9 +550,9 @@ impl Delivery<'_> {
                 "the message is {} bytes, more than the limit of {limit} bytes",
                 message.len()
             )),
-            _ => Ok(message),
+            _ => Ok(message.clone()),
         });
-        match mail::deliver(&smtp, envelope, build, mail::send_deadline(&smtp)) {
+        match session.deliver(envelope, build, mail::send_deadline(&smtp)) {
             Ok(_) => {
                 claim.sent()?;
                 Ok(Outcome::Sent { coalesced: 0 })
@@ -553,6 +563,7 @@ impl Delivery<'_> {
 
     fn deliver(
         &self,
+        session: &mut mail::Session,
         report: &mail::ReportParts,
         smaller: bool,
     ) -> Result<mail::Delivered, mail::DeliveryError> {
@@ -563,7 +574,7 @@ impl Delivery<'_> {
         let build: mail::MessageBuilder = Box::new(move |limit| {
             mail::fit_report(&builder_smtp, &report, limit, smaller).map(|fitted| fitted.message)
         });
-        mail::deliver(&smtp, envelope, build, mail::send_deadline(&smtp))
+        session.deliver(envelope, build, mail::send_deadline(&smtp))
     }
 
     /// Records a failed attempt: back to `pending/` with its next try, or to
@@ -676,8 +687,9 @@ impl Delivery<'_> {
             .count())
     }
 
-    /// Sends the pending reports once each, oldest first; `progress` hears
-    /// (done, total) after each. Returns each id with its outcome.
+    /// Sends the pending reports once each, oldest first, over one SMTP
+    /// session; `progress` hears (done, total) after each. Returns each id
+    /// with its outcome.
     pub fn flush(
         &self,
         due: Due,
@@ -698,9 +710,10 @@ impl Delivery<'_> {
                         .is_due(now, &self.config.fingerprint)
             })
             .collect();
+        let mut session = mail::Session::new(&self.config.smtp);
         let mut outcomes = Vec::new();
         for (done, id) in ids.iter().enumerate() {
-            if let Some(outcome) = self.send_one(id)? {
+            if let Some(outcome) = self.send_one_on(&mut session, id)? {
                 outcomes.push((id.clone(), outcome));
             }
             progress(done + 1, ids.len());

@@ -288,17 +288,19 @@ fn to_chrono(duration: std::time::Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX)
 }
 
-/// A report read back from its zip: metadata, summary, every entry.
-type OpenedZip = (
-    ReportMeta,
-    String,
-    std::collections::BTreeMap<String, Vec<u8>>,
-);
-
-/// Reads a report zip's metadata and summary.
-fn read_report(zip: &[u8]) -> Result<OpenedZip, String> {
+/// Reads a report zip's metadata and summary, and nothing else: the rest
+/// travels as the stored zip.
+fn read_report(zip: &[u8]) -> Result<(ReportMeta, String), String> {
     let entries =
-        bundle::read_zip_entries(zip).map_err(|e| format!("the report zip is unreadable: {e}"))?;
+        bundle::read_zip_entries_where(zip, |name| name == REPORT_JSON || name == SUMMARY_TXT)
+            .map_err(|e| format!("the report zip is unreadable: {e}"))?;
+    read_opened_report(&entries)
+}
+
+/// Metadata and summary out of a zip's entries.
+fn read_opened_report(
+    entries: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Result<(ReportMeta, String), String> {
     let meta: ReportMeta = entries
         .get(REPORT_JSON)
         .ok_or_else(|| "report.json is missing".to_string())
@@ -309,7 +311,7 @@ fn read_report(zip: &[u8]) -> Result<OpenedZip, String> {
         .get(SUMMARY_TXT)
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .unwrap_or_else(|| meta.summary(&[]));
-    Ok((meta, summary, entries))
+    Ok((meta, summary))
 }
 
 impl Delivery<'_> {
@@ -342,12 +344,19 @@ impl Delivery<'_> {
             return Ok(None);
         };
         let zip = std::fs::read(claim.path())?;
-        if let Ok(entries) = bundle::read_zip_entries(&zip) {
+        let opened = bundle::read_zip_entries_where(&zip, |name| {
+            [crate::outgoing::MESSAGE_JSON, REPORT_JSON, SUMMARY_TXT].contains(&name)
+        });
+        if let Ok(entries) = &opened {
             if entries.contains_key(crate::outgoing::MESSAGE_JSON) {
+                let entries = bundle::read_zip_entries(&zip).unwrap_or_default();
                 return self.send_email(session, claim, &entries).map(Some);
             }
         }
-        let (meta, summary, entries) = match read_report(&zip) {
+        let report = opened
+            .map_err(|e| format!("the report zip is unreadable: {e}"))
+            .and_then(|entries| read_opened_report(&entries));
+        let (meta, summary) = match report {
             Ok(report) => report,
             Err(why) => {
                 claim.finish(crate::outbox::FAILED, |r| r.last_error = Some(why.clone()))?;
@@ -411,15 +420,13 @@ impl Delivery<'_> {
 
         // The digest carries the newest report of the group; the others
         // stay in the outbox, noted as carried by it.
-        let mut members = vec![(claim, meta, summary, entries, zip)];
+        let mut members = vec![(claim, meta, summary, zip)];
         for repeat in repeats {
             match std::fs::read(repeat.path())
                 .map_err(|e| e.to_string())
                 .and_then(|z| read_report(&z).map(|r| (r, z)))
             {
-                Ok(((meta, summary, entries), zip)) => {
-                    members.push((repeat, meta, summary, entries, zip))
-                }
+                Ok(((meta, summary), zip)) => members.push((repeat, meta, summary, zip)),
                 Err(_) => repeat.finish(crate::outbox::PENDING, |_| {})?,
             }
         }
@@ -429,7 +436,7 @@ impl Delivery<'_> {
             .max_by_key(|(_, member)| member.1.time)
             .map(|(index, _)| index)
             .unwrap_or(0);
-        let (claim, mut meta, summary, entries, zip) = members.swap_remove(newest);
+        let (claim, mut meta, summary, zip) = members.swap_remove(newest);
         let others = members;
         let first_seen = others
             .iter()
@@ -468,7 +475,6 @@ impl Delivery<'_> {
             meta: meta.clone(),
             summary,
             notes,
-            entries,
             zip,
         };
         let mut result = self.deliver(session, &parts, false);
@@ -660,8 +666,8 @@ impl Delivery<'_> {
                 .join(format!("{other}.zip"));
             let same = std::fs::read(&path)
                 .ok()
-                .and_then(|zip| read_report(&zip).ok())
-                .is_some_and(|(meta, _, _)| meta.signature == signature);
+                .and_then(|zip| bundle::read_report_meta(&zip).ok())
+                .is_some_and(|meta| meta.signature == signature);
             if same {
                 if let Some(claim) = self.outbox.claim(&other)? {
                     claims.push(claim);

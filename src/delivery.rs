@@ -252,22 +252,86 @@ impl Drop for OutboxLock {
 }
 
 impl MailingLog {
-    fn load(outbox: &Outbox) -> MailingLog {
-        std::fs::read(outbox.root().join(MAILING_LOG))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
+    /// Reads the log (under the lock). `known` is the log as this run last
+    /// wrote it: when the file still holds exactly those bytes, nobody else
+    /// wrote since, and it is not parsed again.
+    fn load(outbox: &Outbox, known: &mut Option<(Vec<u8>, MailingLog)>) -> MailingLog {
+        let bytes = std::fs::read(outbox.root().join(MAILING_LOG)).unwrap_or_default();
+        match known {
+            Some((written, log)) if *written == bytes => log.clone(),
+            _ => serde_json::from_slice(&bytes).unwrap_or_default(),
+        }
     }
 
-    fn save(&self, outbox: &Outbox) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+    fn save(
+        &self,
+        outbox: &Outbox,
+        known: &mut Option<(Vec<u8>, MailingLog)>,
+    ) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
         // A counter, not a report: losing it to a power cut costs at most
         // a few extra mails, so it is not synced.
-        crate::outbox::write_replace(&outbox.root().join(MAILING_LOG), &bytes)
+        crate::outbox::write_replace(&outbox.root().join(MAILING_LOG), &bytes)?;
+        *known = Some((bytes, self.clone()));
+        Ok(())
     }
 
     fn forget_before(&mut self, cutoff: chrono::DateTime<chrono::Utc>) {
         self.sent.retain(|t| *t > cutoff);
+    }
+}
+
+/// What the sends of one run share, so that each report costs only its own
+/// work: the SMTP session, the held reports listed once, the mailing log
+/// as this run last wrote it, and the folders to sync.
+struct Batch {
+    session: mail::Session,
+    /// The held reports as listed at the first need, kept up to date with
+    /// this run's own holds and claims. A report another sender holds in
+    /// the meantime is seen by the next run.
+    held: Option<Vec<(String, crate::outbox::DeliveryRecord)>>,
+    mailing: Option<(Vec<u8>, MailingLog)>,
+    syncs: crate::outbox::DeferredSync,
+}
+
+/// Reports moved to `sent/` whose folder is not yet synced: at most this
+/// many resends (each with its Message-ID) after a power cut.
+const SENT_UNSYNCED_AT_MOST: usize = 64;
+
+impl Batch {
+    fn new(smtp: &crate::config::SmtpConfig) -> Batch {
+        Batch {
+            session: mail::Session::new(smtp),
+            held: None,
+            mailing: None,
+            syncs: crate::outbox::DeferredSync::default(),
+        }
+    }
+
+    fn held(
+        &mut self,
+        outbox: &Outbox,
+    ) -> std::io::Result<&mut Vec<(String, crate::outbox::DeliveryRecord)>> {
+        if self.held.is_none() {
+            self.held = Some(outbox.held()?);
+        }
+        Ok(self.held.as_mut().expect("listed above"))
+    }
+
+    /// `id` was claimed by this run: no longer held.
+    fn claimed(&mut self, id: &str) {
+        if let Some(held) = &mut self.held {
+            held.retain(|(other, _)| other != id);
+        }
+    }
+
+    /// `id` is held again, with its record as now written.
+    fn now_held(&mut self, outbox: &Outbox, id: &str) -> std::io::Result<()> {
+        let record = outbox.record(crate::outbox::PENDING, id);
+        let held = self.held(outbox)?;
+        held.retain(|(other, _)| other != id);
+        held.push((id.to_string(), record));
+        Ok(())
     }
 }
 
@@ -331,18 +395,19 @@ impl Delivery<'_> {
     /// Sends one pending report, or holds it (a repeat inside its window,
     /// the hourly limit). `None` when another sender claimed it first.
     pub fn send_one(&self, id: &str) -> std::io::Result<Option<Outcome>> {
-        self.send_one_on(&mut mail::Session::new(&self.config.smtp), id)
+        let mut batch = Batch::new(&self.config.smtp);
+        let outcome = self.send_one_in(&mut batch, id);
+        batch.syncs.sync()?;
+        outcome
     }
 
-    /// [`Delivery::send_one`] over `session`, which later reports reuse.
-    fn send_one_on(
-        &self,
-        session: &mut mail::Session,
-        id: &str,
-    ) -> std::io::Result<Option<Outcome>> {
+    /// [`Delivery::send_one`] as part of `batch`, whose session and state
+    /// later reports reuse.
+    fn send_one_in(&self, batch: &mut Batch, id: &str) -> std::io::Result<Option<Outcome>> {
         let Some(claim) = self.outbox.claim(id)? else {
             return Ok(None);
         };
+        batch.claimed(id);
         let zip = std::fs::read(claim.path())?;
         let opened = bundle::read_zip_entries_where(&zip, |name| {
             [crate::outgoing::MESSAGE_JSON, REPORT_JSON, SUMMARY_TXT].contains(&name)
@@ -350,7 +415,7 @@ impl Delivery<'_> {
         if let Ok(entries) = &opened {
             if entries.contains_key(crate::outgoing::MESSAGE_JSON) {
                 let entries = bundle::read_zip_entries(&zip).unwrap_or_default();
-                return self.send_email(session, claim, &entries).map(Some);
+                return self.send_email(batch, claim, &entries).map(Some);
             }
         }
         let report = opened
@@ -375,7 +440,7 @@ impl Delivery<'_> {
         let repeats: Vec<crate::outbox::Claim>;
         {
             let _lock = OutboxLock::take(self.outbox)?;
-            let mut log = MailingLog::load(self.outbox);
+            let mut log = MailingLog::load(self.outbox, &mut batch.mailing);
             log.forget_before(now - hour);
             let last_mail = log
                 .last_by_signature
@@ -393,6 +458,7 @@ impl Delivery<'_> {
                         r.held = Some(reason.clone());
                         r.next_attempt = Some(window_end.to_rfc3339());
                     })?;
+                    batch.now_held(self.outbox, id)?;
                     return Ok(Some(Outcome::Held(reason)));
                 }
             }
@@ -407,15 +473,16 @@ impl Delivery<'_> {
                     r.held = Some(reason.clone());
                     r.next_attempt = Some(free_at.to_rfc3339());
                 })?;
+                batch.now_held(self.outbox, id)?;
                 return Ok(Some(Outcome::Held(reason)));
             }
             log.sent.push(now);
             previous_for_signature = log
                 .last_by_signature
                 .insert(meta.signature.clone(), (now, id.to_string()));
-            log.save(self.outbox)?;
+            log.save(self.outbox, &mut batch.mailing)?;
             // Earlier repeats of this signature ride along as a digest.
-            repeats = self.claim_repeats(&meta.signature, id)?;
+            repeats = self.claim_repeats(batch, &meta.signature, id)?;
         }
 
         // The digest carries the newest report of the group; the others
@@ -427,7 +494,11 @@ impl Delivery<'_> {
                 .and_then(|z| read_report(&z).map(|r| (r, z)))
             {
                 Ok(((meta, summary), zip)) => members.push((repeat, meta, summary, zip)),
-                Err(_) => repeat.finish(crate::outbox::PENDING, |_| {})?,
+                Err(_) => {
+                    let other = repeat.id().to_string();
+                    repeat.finish(crate::outbox::PENDING, |_| {})?;
+                    batch.now_held(self.outbox, &other)?;
+                }
             }
         }
         let newest = members
@@ -464,7 +535,7 @@ impl Delivery<'_> {
                 "{dropped} older repeat(s) of this crash were dropped from the outbox to keep it within its limits ([report] MaxReports, MaxMegabytes)."
             ));
         }
-        let waiting = self.held_back_count(now)?;
+        let waiting = self.held_back_count(batch, now)?;
         if waiting > 0 {
             notes.push(format!(
                 "{waiting} more report(s) wait in the outbox because of the hourly mail limit."
@@ -477,13 +548,13 @@ impl Delivery<'_> {
             notes,
             zip,
         };
-        let mut result = self.deliver(session, &parts, false);
+        let mut result = self.deliver(&mut batch.session, &parts, false);
         if result
             .as_ref()
             .is_err_and(|e| e.kind == mail::DeliveryErrorKind::TooLarge)
         {
             // 552: one more try, minidump left out and logs halved.
-            result = self.deliver(session, &parts, true);
+            result = self.deliver(&mut batch.session, &parts, true);
         }
         match result {
             Ok(_) => {
@@ -496,14 +567,15 @@ impl Delivery<'_> {
                         r.next_attempt = None;
                     })?;
                 }
-                claim.sent()?;
+                claim.sent(&mut batch.syncs)?;
+                batch.syncs.sync_beyond(SENT_UNSYNCED_AT_MOST)?;
                 Ok(Some(Outcome::Sent { coalesced: count }))
             }
             Err(error) => {
                 {
                     // Give back what was reserved for this mail.
                     let _lock = OutboxLock::take(self.outbox)?;
-                    let mut log = MailingLog::load(self.outbox);
+                    let mut log = MailingLog::load(self.outbox, &mut batch.mailing);
                     if let Some(position) = log.sent.iter().position(|t| *t == now) {
                         log.sent.remove(position);
                     }
@@ -519,10 +591,12 @@ impl Delivery<'_> {
                             None => log.last_by_signature.remove(&meta.signature),
                         };
                     }
-                    log.save(self.outbox)?;
+                    log.save(self.outbox, &mut batch.mailing)?;
                 }
                 for (other, ..) in others {
+                    let id = other.id().to_string();
                     other.finish(crate::outbox::PENDING, |_| {})?;
+                    batch.now_held(self.outbox, &id)?;
                 }
                 self.record_failure(claim, &error, chrono::Utc::now())
                     .map(Some)
@@ -534,7 +608,7 @@ impl Delivery<'_> {
     /// for crash loops); the same retries and the same record.
     fn send_email(
         &self,
-        session: &mut mail::Session,
+        batch: &mut Batch,
         claim: crate::outbox::Claim,
         entries: &std::collections::BTreeMap<String, Vec<u8>>,
     ) -> std::io::Result<Outcome> {
@@ -558,9 +632,13 @@ impl Delivery<'_> {
             )),
             _ => Ok(message.clone()),
         });
-        match session.deliver(envelope, build, mail::send_deadline(&smtp)) {
+        match batch
+            .session
+            .deliver(envelope, build, mail::send_deadline(&smtp))
+        {
             Ok(_) => {
-                claim.sent()?;
+                claim.sent(&mut batch.syncs)?;
+                batch.syncs.sync_beyond(SENT_UNSYNCED_AT_MOST)?;
                 Ok(Outcome::Sent { coalesced: 0 })
             }
             Err(error) => self.record_failure(claim, &error, chrono::Utc::now()),
@@ -652,11 +730,17 @@ impl Delivery<'_> {
     /// Claims the other pending reports of `signature` that wait as repeats.
     fn claim_repeats(
         &self,
+        batch: &mut Batch,
         signature: &str,
         except: &str,
     ) -> std::io::Result<Vec<crate::outbox::Claim>> {
         let mut claims = Vec::new();
-        for (other, _) in self.outbox.held()? {
+        let held: Vec<String> = batch
+            .held(self.outbox)?
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
+        for other in held {
             if other == except {
                 continue;
             }
@@ -670,6 +754,7 @@ impl Delivery<'_> {
                 .is_some_and(|meta| meta.signature == signature);
             if same {
                 if let Some(claim) = self.outbox.claim(&other)? {
+                    batch.claimed(&other);
                     claims.push(claim);
                 }
             }
@@ -678,10 +763,13 @@ impl Delivery<'_> {
     }
 
     /// Reports held back by the hourly limit right now.
-    fn held_back_count(&self, now: chrono::DateTime<chrono::Utc>) -> std::io::Result<usize> {
-        Ok(self
-            .outbox
-            .held()?
+    fn held_back_count(
+        &self,
+        batch: &mut Batch,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> std::io::Result<usize> {
+        Ok(batch
+            .held(self.outbox)?
             .iter()
             .filter(|(_, record)| {
                 record
@@ -716,14 +804,21 @@ impl Delivery<'_> {
                         .is_due(now, &self.config.fingerprint)
             })
             .collect();
-        let mut session = mail::Session::new(&self.config.smtp);
+        let mut batch = Batch::new(&self.config.smtp);
         let mut outcomes = Vec::new();
         for (done, id) in ids.iter().enumerate() {
-            if let Some(outcome) = self.send_one_on(&mut session, id)? {
-                outcomes.push((id.clone(), outcome));
+            let outcome = self.send_one_in(&mut batch, id);
+            match outcome {
+                Ok(Some(outcome)) => outcomes.push((id.clone(), outcome)),
+                Ok(None) => {}
+                Err(e) => {
+                    batch.syncs.sync()?;
+                    return Err(e);
+                }
             }
             progress(done + 1, ids.len());
         }
+        batch.syncs.sync()?;
         Ok(outcomes)
     }
 }

@@ -268,9 +268,10 @@ def main():
             ratio = f"{rate / flush:.1f}× slower"
         lines.append(f"| {name} | {rate:.0f} | {ratio} |")
     lines += ["",
-              "crashmail's flush opens one SMTP connection per report, reads the report back from its zip, builds the message "
-              "(text, HTML, attachment in base64), claims and moves the report with fsyncs, and records each mail under the "
-              "outbox lock; smtp-source only streams fixed bytes over one connection.", ""]
+              "crashmail's flush sends every report over one SMTP connection, but per report it still claims the report "
+              "(a rename and an owner file), reads report.json back from its zip, builds the message (text, HTML, attachment "
+              "in base64), writes the delivery record with an fsync and moves the report, and records the mail in the "
+              "outbox's mailing log under its lock; smtp-source only streams fixed bytes over one connection.", ""]
     generated = "\n".join(lines)
     print(generated)
 

@@ -150,6 +150,15 @@ pub fn read_report_meta(zip: &[u8]) -> Result<ReportMeta, String> {
 
 /// The entries of a report zip, by name.
 pub fn read_zip_entries(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, zip::result::ZipError> {
+    read_zip_entries_where(bytes, |_| true)
+}
+
+/// The entries of a zip whose names `wanted` accepts; the others are not
+/// inflated.
+pub fn read_zip_entries_where(
+    bytes: &[u8],
+    wanted: impl Fn(&str) -> bool,
+) -> Result<BTreeMap<String, Vec<u8>>, zip::result::ZipError> {
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes))?;
     if archive.len() > MAX_ENTRIES {
         return Err(zip::result::ZipError::InvalidArchive(
@@ -166,6 +175,9 @@ pub fn read_zip_entries(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, zip::
             .name()
             .map(|n| n.into_owned())
             .unwrap_or_else(|_| format!("entry-{index}"));
+        if !wanted(&name) {
+            continue;
+        }
         let mut content = Vec::new();
         (&mut file)
             .take(MAX_ENTRY_BYTES + 1)

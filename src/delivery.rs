@@ -284,22 +284,86 @@ impl Drop for OutboxLock {
 }
 
 impl MailingLog {
-    fn load(outbox: &Outbox) -> MailingLog {
-        std::fs::read(outbox.root().join(MAILING_LOG))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
+    /// Reads the log (under the lock). `known` is the log as this run last
+    /// wrote it: when the file still holds exactly those bytes, nobody else
+    /// wrote since, and it is not parsed again.
+    fn load(outbox: &Outbox, known: &mut Option<(Vec<u8>, MailingLog)>) -> MailingLog {
+        let bytes = std::fs::read(outbox.root().join(MAILING_LOG)).unwrap_or_default();
+        match known {
+            Some((written, log)) if *written == bytes => log.clone(),
+            _ => serde_json::from_slice(&bytes).unwrap_or_default(),
+        }
     }
 
-    fn save(&self, outbox: &Outbox) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+    fn save(
+        &self,
+        outbox: &Outbox,
+        known: &mut Option<(Vec<u8>, MailingLog)>,
+    ) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
         // A counter, not a report: losing it to a power cut costs at most
         // a few extra mails, so it is not synced.
-        crate::outbox::write_replace(&outbox.root().join(MAILING_LOG), &bytes)
+        crate::outbox::write_replace(&outbox.root().join(MAILING_LOG), &bytes)?;
+        *known = Some((bytes, self.clone()));
+        Ok(())
     }
 
     fn forget_before(&mut self, cutoff: chrono::DateTime<chrono::Utc>) {
         self.sent.retain(|t| *t > cutoff);
+    }
+}
+
+/// What the sends of one run share, so that each report costs only its own
+/// work: the SMTP session, the held reports listed once, the mailing log
+/// as this run last wrote it, and the folders to sync.
+struct Batch {
+    session: mail::Session,
+    /// The held reports as listed at the first need, kept up to date with
+    /// this run's own holds and claims. A report another sender holds in
+    /// the meantime is seen by the next run.
+    held: Option<Vec<(String, crate::outbox::DeliveryRecord)>>,
+    mailing: Option<(Vec<u8>, MailingLog)>,
+    syncs: crate::outbox::DeferredSync,
+}
+
+/// Reports moved to `sent/` whose folder is not yet synced: at most this
+/// many resends (each with its Message-ID) after a power cut.
+const SENT_UNSYNCED_AT_MOST: usize = 64;
+
+impl Batch {
+    fn new(smtp: &crate::config::SmtpConfig) -> Batch {
+        Batch {
+            session: mail::Session::new(smtp),
+            held: None,
+            mailing: None,
+            syncs: crate::outbox::DeferredSync::default(),
+        }
+    }
+
+    fn held(
+        &mut self,
+        outbox: &Outbox,
+    ) -> std::io::Result<&mut Vec<(String, crate::outbox::DeliveryRecord)>> {
+        if self.held.is_none() {
+            self.held = Some(outbox.held()?);
+        }
+        Ok(self.held.as_mut().expect("listed above"))
+    }
+
+    /// `id` was claimed by this run: no longer held.
+    fn claimed(&mut self, id: &str) {
+        if let Some(held) = &mut self.held {
+            held.retain(|(other, _)| other != id);
+        }
+    }
+
+    /// `id` is held again, with its record as now written.
+    fn now_held(&mut self, outbox: &Outbox, id: &str) -> std::io::Result<()> {
+        let record = outbox.record(crate::outbox::PENDING, id);
+        let held = self.held(outbox)?;
+        held.retain(|(other, _)| other != id);
+        held.push((id.to_string(), record));
+        Ok(())
     }
 }
 
@@ -320,17 +384,19 @@ fn to_chrono(duration: std::time::Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX)
 }
 
-/// A report read back from its zip: metadata, summary, every entry.
-type OpenedZip = (
-    ReportMeta,
-    String,
-    std::collections::BTreeMap<String, Vec<u8>>,
-);
-
-/// Reads a report zip's metadata and summary.
-fn read_report(zip: &[u8]) -> Result<OpenedZip, String> {
+/// Reads a report zip's metadata and summary, and nothing else: the rest
+/// travels as the stored zip.
+fn read_report(zip: &[u8]) -> Result<(ReportMeta, String), String> {
     let entries =
-        bundle::read_zip_entries(zip).map_err(|e| format!("the report zip is unreadable: {e}"))?;
+        bundle::read_zip_entries_where(zip, |name| name == REPORT_JSON || name == SUMMARY_TXT)
+            .map_err(|e| format!("the report zip is unreadable: {e}"))?;
+    read_opened_report(&entries)
+}
+
+/// Metadata and summary out of a zip's entries.
+fn read_opened_report(
+    entries: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Result<(ReportMeta, String), String> {
     let meta: ReportMeta = entries
         .get(REPORT_JSON)
         .ok_or_else(|| "report.json is missing".to_string())
@@ -341,7 +407,7 @@ fn read_report(zip: &[u8]) -> Result<OpenedZip, String> {
         .get(SUMMARY_TXT)
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .unwrap_or_else(|| meta.summary(&[]));
-    Ok((meta, summary, entries))
+    Ok((meta, summary))
 }
 
 impl Delivery<'_> {
@@ -361,16 +427,33 @@ impl Delivery<'_> {
     /// Sends one pending report, or holds it (a repeat inside its window,
     /// the hourly limit). `None` when another sender claimed it first.
     pub fn send_one(&self, id: &str) -> std::io::Result<Option<Outcome>> {
+        let mut batch = Batch::new(&self.config.smtp);
+        let outcome = self.send_one_in(&mut batch, id);
+        batch.syncs.sync()?;
+        outcome
+    }
+
+    /// [`Delivery::send_one`] as part of `batch`, whose session and state
+    /// later reports reuse.
+    fn send_one_in(&self, batch: &mut Batch, id: &str) -> std::io::Result<Option<Outcome>> {
         let Some(claim) = self.outbox.claim(id)? else {
             return Ok(None);
         };
+        batch.claimed(id);
         let zip = std::fs::read(claim.path())?;
-        if let Ok(entries) = bundle::read_zip_entries(&zip) {
+        let opened = bundle::read_zip_entries_where(&zip, |name| {
+            [crate::outgoing::MESSAGE_JSON, REPORT_JSON, SUMMARY_TXT].contains(&name)
+        });
+        if let Ok(entries) = &opened {
             if entries.contains_key(crate::outgoing::MESSAGE_JSON) {
-                return self.send_email(claim, &entries).map(Some);
+                let entries = bundle::read_zip_entries(&zip).unwrap_or_default();
+                return self.send_email(batch, claim, &entries).map(Some);
             }
         }
-        let (meta, summary, entries) = match read_report(&zip) {
+        let report = opened
+            .map_err(|e| format!("the report zip is unreadable: {e}"))
+            .and_then(|entries| read_opened_report(&entries));
+        let (meta, summary) = match report {
             Ok(report) => report,
             Err(why) => {
                 claim.finish(crate::outbox::FAILED, |r| r.last_error = Some(why.clone()))?;
@@ -389,7 +472,7 @@ impl Delivery<'_> {
         let repeats: Vec<crate::outbox::Claim>;
         {
             let _lock = OutboxLock::take(self.outbox)?;
-            let mut log = MailingLog::load(self.outbox);
+            let mut log = MailingLog::load(self.outbox, &mut batch.mailing);
             log.forget_before(now - hour);
             let last_mail = log
                 .last_by_signature
@@ -407,6 +490,7 @@ impl Delivery<'_> {
                         r.held = Some(reason.clone());
                         r.next_attempt = Some(window_end.to_rfc3339());
                     })?;
+                    batch.now_held(self.outbox, id)?;
                     return Ok(Some(Outcome::Held(reason)));
                 }
             }
@@ -421,29 +505,32 @@ impl Delivery<'_> {
                     r.held = Some(reason.clone());
                     r.next_attempt = Some(free_at.to_rfc3339());
                 })?;
+                batch.now_held(self.outbox, id)?;
                 return Ok(Some(Outcome::Held(reason)));
             }
             log.sent.push(now);
             previous_for_signature = log
                 .last_by_signature
                 .insert(meta.signature.clone(), (now, id.to_string()));
-            log.save(self.outbox)?;
+            log.save(self.outbox, &mut batch.mailing)?;
             // Earlier repeats of this signature ride along as a digest.
-            repeats = self.claim_repeats(&meta.signature, id)?;
+            repeats = self.claim_repeats(batch, &meta.signature, id)?;
         }
 
         // The digest carries the newest report of the group; the others
         // stay in the outbox, noted as carried by it.
-        let mut members = vec![(claim, meta, summary, entries, zip)];
+        let mut members = vec![(claim, meta, summary, zip)];
         for repeat in repeats {
             match std::fs::read(repeat.path())
                 .map_err(|e| e.to_string())
                 .and_then(|z| read_report(&z).map(|r| (r, z)))
             {
-                Ok(((meta, summary, entries), zip)) => {
-                    members.push((repeat, meta, summary, entries, zip))
+                Ok(((meta, summary), zip)) => members.push((repeat, meta, summary, zip)),
+                Err(_) => {
+                    let other = repeat.id().to_string();
+                    repeat.finish(crate::outbox::PENDING, |_| {})?;
+                    batch.now_held(self.outbox, &other)?;
                 }
-                Err(_) => repeat.finish(crate::outbox::PENDING, |_| {})?,
             }
         }
         let newest = members
@@ -452,7 +539,7 @@ impl Delivery<'_> {
             .max_by_key(|(_, member)| member.1.time)
             .map(|(index, _)| index)
             .unwrap_or(0);
-        let (claim, mut meta, summary, entries, zip) = members.swap_remove(newest);
+        let (claim, mut meta, summary, zip) = members.swap_remove(newest);
         let others = members;
         let first_seen = others
             .iter()
@@ -480,7 +567,7 @@ impl Delivery<'_> {
                 "{dropped} older repeat(s) of this crash were dropped from the outbox to keep it within its limits ([report] MaxReports, MaxMegabytes)."
             ));
         }
-        let waiting = self.held_back_count(now)?;
+        let waiting = self.held_back_count(batch, now)?;
         if waiting > 0 {
             notes.push(format!(
                 "{waiting} more report(s) wait in the outbox because of the hourly mail limit."
@@ -491,16 +578,15 @@ impl Delivery<'_> {
             meta: meta.clone(),
             summary,
             notes,
-            entries,
             zip,
         };
-        let mut result = self.deliver(&parts, false);
+        let mut result = self.deliver(&mut batch.session, &parts, false);
         if result
             .as_ref()
             .is_err_and(|e| e.kind == mail::DeliveryErrorKind::TooLarge)
         {
             // 552: one more try, minidump left out and logs halved.
-            result = self.deliver(&parts, true);
+            result = self.deliver(&mut batch.session, &parts, true);
         }
         match result {
             Ok(_) => {
@@ -513,14 +599,15 @@ impl Delivery<'_> {
                         r.next_attempt = None;
                     })?;
                 }
-                claim.sent()?;
+                claim.sent(&mut batch.syncs)?;
+                batch.syncs.sync_beyond(SENT_UNSYNCED_AT_MOST)?;
                 Ok(Some(Outcome::Sent { coalesced: count }))
             }
             Err(error) => {
                 {
                     // Give back what was reserved for this mail.
                     let _lock = OutboxLock::take(self.outbox)?;
-                    let mut log = MailingLog::load(self.outbox);
+                    let mut log = MailingLog::load(self.outbox, &mut batch.mailing);
                     if let Some(position) = log.sent.iter().position(|t| *t == now) {
                         log.sent.remove(position);
                     }
@@ -536,10 +623,12 @@ impl Delivery<'_> {
                             None => log.last_by_signature.remove(&meta.signature),
                         };
                     }
-                    log.save(self.outbox)?;
+                    log.save(self.outbox, &mut batch.mailing)?;
                 }
                 for (other, ..) in others {
+                    let id = other.id().to_string();
                     other.finish(crate::outbox::PENDING, |_| {})?;
+                    batch.now_held(self.outbox, &id)?;
                 }
                 self.record_failure(claim, &error, chrono::Utc::now())
                     .map(Some)
@@ -551,6 +640,7 @@ impl Delivery<'_> {
     /// for crash loops); the same retries and the same record.
     fn send_email(
         &self,
+        batch: &mut Batch,
         claim: crate::outbox::Claim,
         entries: &std::collections::BTreeMap<String, Vec<u8>>,
     ) -> std::io::Result<Outcome> {
@@ -572,11 +662,15 @@ impl Delivery<'_> {
                 "the message is {} bytes, more than the limit of {limit} bytes",
                 message.len()
             )),
-            _ => Ok(message),
+            _ => Ok(message.clone()),
         });
-        match mail::deliver(&smtp, envelope, build, mail::send_deadline(&smtp)) {
+        match batch
+            .session
+            .deliver(envelope, build, mail::send_deadline(&smtp))
+        {
             Ok(_) => {
-                claim.sent()?;
+                claim.sent(&mut batch.syncs)?;
+                batch.syncs.sync_beyond(SENT_UNSYNCED_AT_MOST)?;
                 Ok(Outcome::Sent { coalesced: 0 })
             }
             Err(error) => self.record_failure(claim, &error, chrono::Utc::now()),
@@ -585,6 +679,7 @@ impl Delivery<'_> {
 
     fn deliver(
         &self,
+        session: &mut mail::Session,
         report: &mail::ReportParts,
         smaller: bool,
     ) -> Result<mail::Delivered, mail::DeliveryError> {
@@ -595,7 +690,7 @@ impl Delivery<'_> {
         let build: mail::MessageBuilder = Box::new(move |limit| {
             mail::fit_report(&builder_smtp, &report, limit, smaller).map(|fitted| fitted.message)
         });
-        mail::deliver(&smtp, envelope, build, mail::send_deadline(&smtp))
+        session.deliver(envelope, build, mail::send_deadline(&smtp))
     }
 
     /// Records a failed attempt: back to `pending/` with its next try, or to
@@ -667,11 +762,17 @@ impl Delivery<'_> {
     /// Claims the other pending reports of `signature` that wait as repeats.
     fn claim_repeats(
         &self,
+        batch: &mut Batch,
         signature: &str,
         except: &str,
     ) -> std::io::Result<Vec<crate::outbox::Claim>> {
         let mut claims = Vec::new();
-        for (other, _) in self.outbox.held()? {
+        let held: Vec<String> = batch
+            .held(self.outbox)?
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
+        for other in held {
             if other == except {
                 continue;
             }
@@ -681,10 +782,11 @@ impl Delivery<'_> {
                 .join(format!("{other}.zip"));
             let same = std::fs::read(&path)
                 .ok()
-                .and_then(|zip| read_report(&zip).ok())
-                .is_some_and(|(meta, _, _)| meta.signature == signature);
+                .and_then(|zip| bundle::read_report_meta(&zip).ok())
+                .is_some_and(|meta| meta.signature == signature);
             if same {
                 if let Some(claim) = self.outbox.claim(&other)? {
+                    batch.claimed(&other);
                     claims.push(claim);
                 }
             }
@@ -693,10 +795,13 @@ impl Delivery<'_> {
     }
 
     /// Reports held back by the hourly limit right now.
-    fn held_back_count(&self, now: chrono::DateTime<chrono::Utc>) -> std::io::Result<usize> {
-        Ok(self
-            .outbox
-            .held()?
+    fn held_back_count(
+        &self,
+        batch: &mut Batch,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> std::io::Result<usize> {
+        Ok(batch
+            .held(self.outbox)?
             .iter()
             .filter(|(_, record)| {
                 record
@@ -708,8 +813,9 @@ impl Delivery<'_> {
             .count())
     }
 
-    /// Sends the pending reports once each, oldest first; `progress` hears
-    /// (done, total) after each. Returns each id with its outcome.
+    /// Sends the pending reports once each, oldest first, over one SMTP
+    /// session; `progress` hears (done, total) after each. Returns each id
+    /// with its outcome.
     pub fn flush(
         &self,
         due: Due,
@@ -730,13 +836,21 @@ impl Delivery<'_> {
                         .is_due(now, &self.config.fingerprint)
             })
             .collect();
+        let mut batch = Batch::new(&self.config.smtp);
         let mut outcomes = Vec::new();
         for (done, id) in ids.iter().enumerate() {
-            if let Some(outcome) = self.send_one(id)? {
-                outcomes.push((id.clone(), outcome));
+            let outcome = self.send_one_in(&mut batch, id);
+            match outcome {
+                Ok(Some(outcome)) => outcomes.push((id.clone(), outcome)),
+                Ok(None) => {}
+                Err(e) => {
+                    batch.syncs.sync()?;
+                    return Err(e);
+                }
             }
             progress(done + 1, ids.len());
         }
+        batch.syncs.sync()?;
         Ok(outcomes)
     }
 }

@@ -399,13 +399,24 @@ impl Claim {
         state: &str,
         update: impl FnOnce(&mut DeliveryRecord),
     ) -> std::io::Result<()> {
+        let mut syncs = DeferredSync::default();
+        self.finish_into(state, &mut syncs, update)?;
+        syncs.sync()
+    }
+
+    /// [`Claim::finish`], with the folder's sync left to `syncs`.
+    fn finish_into(
+        self,
+        state: &str,
+        syncs: &mut DeferredSync,
+        update: impl FnOnce(&mut DeliveryRecord),
+    ) -> std::io::Result<()> {
         let mut record = self.record();
         update(&mut record);
         let json = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
-        write_atomic(
-            &self.outbox.dir(state).join(format!("{}.json", self.id)),
-            &json,
-        )?;
+        let path = self.outbox.dir(state).join(format!("{}.json", self.id));
+        write_synced_file(&path, &json)?;
+        syncs.add(self.outbox.dir(state));
         std::fs::rename(
             self.path(),
             self.outbox.dir(state).join(format!("{}.zip", self.id)),
@@ -418,9 +429,11 @@ impl Claim {
         Ok(())
     }
 
-    /// Delivered: to `sent/`.
-    pub fn sent(self) -> std::io::Result<()> {
-        self.finish(SENT, |record| {
+    /// Delivered: to `sent/`. The folder is synced by `syncs`, with others:
+    /// until then a power cut can only bring the report back to be resent
+    /// with its Message-ID, never lose it.
+    pub fn sent(self, syncs: &mut DeferredSync) -> std::io::Result<()> {
+        self.finish_into(SENT, syncs, |record| {
             record.attempts += 1;
             record.last_attempt = Some(chrono::Utc::now().to_rfc3339());
             record.next_attempt = None;
@@ -629,14 +642,56 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Folders whose entries changed and are not synced yet; each is synced
+/// once however many entries changed in it.
+#[derive(Debug, Default)]
+pub struct DeferredSync {
+    dirs: std::collections::BTreeSet<PathBuf>,
+    changes: usize,
+}
+
+impl DeferredSync {
+    fn add(&mut self, dir: PathBuf) {
+        self.dirs.insert(dir);
+        self.changes += 1;
+    }
+
+    /// Syncs every folder noted.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        self.changes = 0;
+        for dir in std::mem::take(&mut self.dirs) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Syncs once `changes` entries or more wait for it.
+    pub fn sync_beyond(&mut self, changes: usize) -> std::io::Result<()> {
+        if self.changes >= changes {
+            self.sync()?;
+        }
+        Ok(())
+    }
+}
+
 /// Writes `bytes` to `path` so that `path` is either absent or complete:
 /// temporary name, fsync, rename, fsync of the folder. The file is 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    // A bare file name (`AXIS.INI`) has an empty parent: the current folder.
-    let dir = match path.parent() {
+    write_synced_file(path, bytes)?;
+    std::fs::File::open(parent_dir(path))?.sync_all()
+}
+
+/// A bare file name (`AXIS.INI`) has an empty parent: the current folder.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
-    };
+    }
+}
+
+/// [`write_atomic`] but for the folder's sync, which the caller owes.
+fn write_synced_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = parent_dir(path);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -652,8 +707,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
-        std::fs::rename(&temporary, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        std::fs::rename(&temporary, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&temporary);
@@ -702,7 +756,9 @@ mod tests {
             outbox.claim("r1").unwrap().is_none(),
             "a second claim must fail"
         );
-        claim.sent().unwrap();
+        let mut syncs = DeferredSync::default();
+        claim.sent(&mut syncs).unwrap();
+        syncs.sync().unwrap();
         assert!(outbox.dir(SENT).join("r1.zip").exists());
         assert!(outbox.pending().unwrap().is_empty());
         assert_eq!(outbox.record(SENT, "r1").attempts, 1);

@@ -21,6 +21,9 @@ pub struct ReceivedMessage {
     pub data: Vec<u8>,
     /// When the server accepted the message (end of `DATA`).
     pub received_at: Option<std::time::SystemTime>,
+    /// The SMTP session (connection) that carried it, numbered from 1 in
+    /// the order the sessions greeted.
+    pub session: usize,
 }
 
 #[derive(Default)]
@@ -29,6 +32,8 @@ struct Mailbox {
     arrived: Condvar,
     /// Every authentication attempt: mechanism and user name.
     logins: Mutex<Vec<(String, String)>>,
+    /// Sessions that greeted so far.
+    sessions: std::sync::atomic::AtomicUsize,
 }
 
 /// How the receiver presents itself: STARTTLS with a certificate, and
@@ -51,6 +56,8 @@ struct Collector {
     mailbox: Arc<Mailbox>,
     current: ReceivedMessage,
     credentials: Option<(String, String)>,
+    /// This connection's session number; 0 until its first greeting.
+    session: usize,
 }
 
 impl Collector {
@@ -84,6 +91,12 @@ impl Handler for Collector {
     }
 
     fn helo(&mut self, _ip: IpAddr, domain: &str) -> Response {
+        if self.session == 0 {
+            self.session = 1 + self
+                .mailbox
+                .sessions
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         self.current.helo = domain.to_string();
         response::OK
     }
@@ -103,6 +116,7 @@ impl Handler for Collector {
     fn data_end(&mut self) -> Response {
         let mut message = std::mem::take(&mut self.current);
         message.received_at = Some(std::time::SystemTime::now());
+        message.session = self.session;
         self.current.helo = message.helo.clone();
         if let Ok(mut messages) = self.mailbox.messages.lock() {
             messages.push(message);
@@ -133,6 +147,7 @@ impl LoopbackReceiver {
             mailbox: mailbox.clone(),
             current: ReceivedMessage::default(),
             credentials: options.credentials.clone(),
+            session: 0,
         };
         let mut server = Server::new(collector);
         server
@@ -174,6 +189,13 @@ impl LoopbackReceiver {
             .lock()
             .map(|l| l.clone())
             .unwrap_or_default()
+    }
+
+    /// SMTP sessions that greeted so far: connections, not messages.
+    pub fn sessions(&self) -> usize {
+        self.mailbox
+            .sessions
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every message received so far.

@@ -651,3 +651,159 @@ fn refused_credentials_wait_for_a_configuration_change_not_a_tight_loop() {
     let after_fix = flush(&outbox, &fixed, Due::Only);
     assert_eq!(after_fix, vec![(id, Outcome::Sent { coalesced: 0 })]);
 }
+
+#[test]
+fn a_flush_of_several_reports_uses_one_connection_and_delivers_each_once() {
+    let receiver = LoopbackReceiver::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+    for word in ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"] {
+        queue_report(&outbox, &format!("distinct {word}"), b"log\n");
+    }
+    let config = config_for(dir.path(), receiver.port(), "", "MailsPerHour = 100\n");
+    let outcomes = flush(&outbox, &config, Due::All);
+    assert!(
+        outcomes
+            .iter()
+            .all(|(_, o)| *o == Outcome::Sent { coalesced: 0 }),
+        "{outcomes:?}"
+    );
+    let messages = receiver.messages();
+    assert_eq!(messages.len(), 6);
+    assert_eq!(receiver.sessions(), 1, "one connection for the whole flush");
+    assert!(messages.iter().all(|m| m.session == messages[0].session));
+    let mut ids = message_ids(&receiver);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "each report once");
+    assert_eq!(zips_in(&outbox, SENT), 6);
+}
+
+/// Five distinct reports flushed to a peer whose first connection accepts
+/// two messages and then does `fault`; later connections are answered by
+/// `later`. Returns the outbox, its config, the first flush's outcomes and
+/// every message the peer accepted.
+#[allow(clippy::type_complexity)]
+fn five_reports_through_a_peer_that_fails_after_two(
+    dir: &std::path::Path,
+    fault: fn(&mut Conversation),
+    later: fn(&mut Conversation),
+) -> (
+    Outbox,
+    Vec<(String, Outcome)>,
+    Vec<String>,
+    Arc<AtomicUsize>,
+) {
+    let accepted: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let store = accepted.clone();
+    let (peer, connections) = counting_peer(move |n, c| {
+        if n > 0 {
+            return later(c);
+        }
+        c.send("220 ok");
+        let mut carried = 0;
+        while let Some(line) = c.recv() {
+            match line.as_str() {
+                "DATA" => {
+                    c.send("354 go");
+                    let message = c.read_message();
+                    store.lock().unwrap().push(parse_mail(&message).message_id);
+                    c.send("250 queued");
+                    carried += 1;
+                    if carried == 2 {
+                        return fault(c);
+                    }
+                }
+                "QUIT" => {
+                    c.send("221 bye");
+                    return;
+                }
+                _ => c.send("250 ok"),
+            }
+        }
+    });
+    let outbox = Outbox::open(dir.join("outbox")).unwrap();
+    for word in ["alpha", "bravo", "charlie", "delta", "echo"] {
+        queue_report(&outbox, &format!("distinct {word}"), b"log\n");
+    }
+    let config = config_for(dir, peer.port, "", "MailsPerHour = 100\n");
+    let outcomes = flush(&outbox, &config, Due::All);
+    let accepted = accepted.lock().unwrap().clone();
+    (outbox, outcomes, accepted, connections)
+}
+
+fn drop_the_line(_: &mut Conversation) {}
+
+fn answer_421_to_the_next_command(c: &mut Conversation) {
+    if c.recv().is_some() {
+        c.send("421 4.3.2 closing the channel");
+    }
+}
+
+fn too_busy(c: &mut Conversation) {
+    c.send("421 4.3.2 too busy");
+}
+
+#[test]
+fn a_line_dropped_or_a_421_after_the_second_of_five_messages_loses_nothing_and_sends_nothing_twice()
+{
+    for fault in [drop_the_line, answer_421_to_the_next_command] {
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, first, accepted, _) =
+            five_reports_through_a_peer_that_fails_after_two(dir.path(), fault, too_busy);
+        let sent = first
+            .iter()
+            .filter(|(_, o)| *o == Outcome::Sent { coalesced: 0 })
+            .count();
+        assert_eq!(sent, 2, "{first:?}");
+        assert_eq!(accepted.len(), 2, "both on the first connection");
+        assert_eq!(zips_in(&outbox, SENT), 2, "the accepted two are sent");
+        assert_eq!(zips_in(&outbox, PENDING), 3, "the rest wait");
+        for id in outbox.pending().unwrap() {
+            let record = outbox.record(PENDING, &id);
+            assert_eq!(record.attempts, 1, "{record:?}");
+            assert!(
+                record
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("421")),
+                "{record:?}"
+            );
+        }
+
+        let receiver = LoopbackReceiver::start().unwrap();
+        let config = config_for(dir.path(), receiver.port(), "", "MailsPerHour = 100\n");
+        let second = flush(&outbox, &config, Due::All);
+        assert_eq!(second.len(), 3, "only the three that waited: {second:?}");
+        assert!(second
+            .iter()
+            .all(|(_, o)| *o == Outcome::Sent { coalesced: 0 }));
+        let mut ids = accepted.clone();
+        ids.extend(message_ids(&receiver));
+        assert_eq!(ids.len(), 5);
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 5, "each report once, across both servers");
+        assert_eq!(zips_in(&outbox, SENT), 5);
+        assert_eq!(zips_in(&outbox, PENDING) + zips_in(&outbox, "sending"), 0);
+    }
+}
+
+#[test]
+fn a_connection_closed_between_messages_is_reopened_for_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (outbox, outcomes, accepted, connections) =
+        five_reports_through_a_peer_that_fails_after_two(dir.path(), drop_the_line, |c| {
+            c.send("220 ok");
+            c.serve("250 ok", "235 ok");
+        });
+    assert!(
+        outcomes
+            .iter()
+            .all(|(_, o)| *o == Outcome::Sent { coalesced: 0 }),
+        "{outcomes:?}"
+    );
+    assert_eq!(accepted.len(), 2);
+    assert_eq!(connections.load(Ordering::SeqCst), 2, "reopened once");
+    assert_eq!(zips_in(&outbox, SENT), 5);
+}

@@ -73,9 +73,8 @@ pub struct ReportParts {
     pub summary: String,
     /// Said first in the email (a digest's count, the hourly limit).
     pub notes: Vec<String>,
-    /// The report zip's entries, by name.
-    pub entries: std::collections::BTreeMap<String, Vec<u8>>,
-    /// The report zip as stored.
+    /// The report zip as stored; its entries are read only when it must be
+    /// cut to fit.
     pub zip: Vec<u8>,
 }
 
@@ -126,14 +125,15 @@ pub fn fit_report(
     let limit_text = limit
         .map(|l| format!("{l} bytes"))
         .unwrap_or_else(|| "the server's".into());
+    let entries = crate::bundle::read_zip_entries(&report.zip)
+        .map_err(|e| format!("the report zip is unreadable: {e}"))?;
     for drop_minidump in [false, true] {
         if smaller && !drop_minidump {
             continue;
         }
         // The whole report did not fit (or the server said so): start at
         // half of the longest log.
-        let mut keep = report
-            .entries
+        let mut keep = entries
             .iter()
             .filter(|(name, _)| name.starts_with("logs/"))
             .map(|(_, bytes)| bytes.len())
@@ -142,7 +142,7 @@ pub fn fit_report(
             / 2;
         loop {
             let mut notes = Vec::new();
-            let mut trimmed = report.entries.clone();
+            let mut trimmed = entries.clone();
             if drop_minidump && trimmed.remove(crate::bundle::MINIDUMP_DMP).is_some() {
                 notes.push(format!("minidump.dmp was left out to fit the size limit ({limit_text}); it stays in the outbox"));
             }
@@ -168,8 +168,7 @@ pub fn fit_report(
         }
     }
     // The report itself always goes: report.json and summary.txt alone.
-    let essentials: std::collections::BTreeMap<String, Vec<u8>> = report
-        .entries
+    let essentials: std::collections::BTreeMap<String, Vec<u8>> = entries
         .iter()
         .filter(|(name, _)| {
             [crate::bundle::REPORT_JSON, crate::bundle::SUMMARY_TXT].contains(&name.as_str())

@@ -9,4 +9,5 @@ pub use message::{
 };
 pub use smtp::{
     deliver, send_deadline, Delivered, DeliveryError, DeliveryErrorKind, Envelope, MessageBuilder,
+    Session,
 };

@@ -1,4 +1,4 @@
-//! Delivering one message over SMTP.
+//! Delivering messages over SMTP: one, or several in turn on one connection.
 //!
 //! The conversation runs on lettre's SMTP connection (rustls, no OpenSSL),
 //! step by step rather than through its one-call transport, because delivery
@@ -92,7 +92,8 @@ pub struct Delivered {
 
 /// Builds the message once the size limit is known (the smaller of
 /// `MaxMessageSize` and the server's `SIZE`). Returns the message's bytes.
-pub type MessageBuilder = Box<dyn FnOnce(Option<u64>) -> Result<Vec<u8>, String> + Send>;
+/// Called again when the message is retried on a new connection.
+pub type MessageBuilder = Box<dyn FnMut(Option<u64>) -> Result<Vec<u8>, String> + Send>;
 
 /// The envelope: bare addresses.
 #[derive(Clone, Debug)]
@@ -121,57 +122,263 @@ pub fn send_deadline(smtp: &SmtpConfig) -> Duration {
     smtp.connect_timeout + smtp.timeout * 12
 }
 
-/// Delivers one message, within `deadline` whatever the server does.
+/// Delivers one message on a connection of its own, within `deadline`
+/// whatever the server does.
 pub fn deliver(
     smtp: &SmtpConfig,
     envelope: Envelope,
     build: MessageBuilder,
     deadline: Duration,
 ) -> Result<Delivered, DeliveryError> {
-    let stage = Arc::new(AtomicU8::new(Stage::Connecting as u8));
-    let (sender, receiver) = std::sync::mpsc::channel();
-    let worker_stage = stage.clone();
-    let smtp_owned = smtp.clone();
-    std::thread::Builder::new()
-        .name("smtp-delivery".into())
-        .spawn(move || {
-            let result = converse(&smtp_owned, &envelope, build, &worker_stage);
-            let _ = sender.send(result);
-        })
-        .map_err(|e| {
-            DeliveryError::new(
+    Session::new(smtp).deliver(envelope, build, deadline)
+}
+
+/// An SMTP session that carries several messages in turn, one transaction
+/// (MAIL, RCPT, DATA) each: a flush of many reports pays for the connection,
+/// TLS and the login once. It connects at the first message, again after a
+/// failure, and says QUIT when dropped.
+pub struct Session {
+    smtp: SmtpConfig,
+    worker: Option<Worker>,
+}
+
+/// The thread that owns the connection. The deadline is kept by the caller
+/// waiting on `results`: a server that trickles cannot hold it, and a
+/// worker that overran is abandoned with its connection.
+struct Worker {
+    jobs: std::sync::mpsc::Sender<Job>,
+    results: std::sync::mpsc::Receiver<Result<Delivered, DeliveryError>>,
+    stage: Arc<AtomicU8>,
+}
+
+enum Job {
+    Send(Envelope, MessageBuilder),
+    Quit,
+}
+
+/// A connection ready for transactions.
+struct Open {
+    connection: SmtpConnection,
+    server_size_limit: Option<u64>,
+    /// Messages it carried: a failure on a connection that has carried one
+    /// may only mean the server closed it while it waited.
+    carried: usize,
+}
+
+impl Session {
+    pub fn new(smtp: &SmtpConfig) -> Session {
+        Session {
+            smtp: smtp.clone(),
+            worker: None,
+        }
+    }
+
+    /// Delivers one message, within `deadline` whatever the server does
+    /// (the connection, when one must be opened, counts in it).
+    pub fn deliver(
+        &mut self,
+        envelope: Envelope,
+        build: MessageBuilder,
+        deadline: Duration,
+    ) -> Result<Delivered, DeliveryError> {
+        if self.worker.is_none() {
+            self.worker = Some(Worker::start(&self.smtp)?);
+        }
+        let worker = self.worker.as_ref().expect("started above");
+        worker
+            .stage
+            .store(Stage::Connecting as u8, Ordering::Release);
+        if worker.jobs.send(Job::Send(envelope, build)).is_err() {
+            self.worker = None;
+            return Err(DeliveryError::new(
                 DeliveryErrorKind::Transient,
-                format!("cannot start the delivery: {e}"),
-            )
-        })?;
-    match receiver.recv_timeout(deadline) {
-        Ok(result) => result,
-        Err(_) => {
-            // The conversation is abandoned; its thread ends at the next
-            // socket timeout and its result is dropped.
-            let reached = stage.load(Ordering::Acquire);
-            let kind = if reached >= Stage::MessageSent as u8 {
-                DeliveryErrorKind::Ambiguous
-            } else {
-                DeliveryErrorKind::Transient
-            };
-            Err(DeliveryError::new(
-                kind,
-                format!(
-                    "{}:{}: no end to the conversation within {deadline:?}",
-                    smtp.host, smtp.port
-                ),
-            ))
+                "the delivery thread ended",
+            ));
+        }
+        match worker.results.recv_timeout(deadline) {
+            Ok(result) => result,
+            Err(_) => {
+                let reached = worker.stage.load(Ordering::Acquire);
+                // The conversation is abandoned; its thread ends at the next
+                // socket timeout, closing the connection, and its result is
+                // dropped.
+                self.worker = None;
+                let kind = if reached >= Stage::MessageSent as u8 {
+                    DeliveryErrorKind::Ambiguous
+                } else {
+                    DeliveryErrorKind::Transient
+                };
+                Err(DeliveryError::new(
+                    kind,
+                    format!(
+                        "{}:{}: no end to the conversation within {deadline:?}",
+                        self.smtp.host, self.smtp.port
+                    ),
+                ))
+            }
         }
     }
 }
 
-fn converse(
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            if worker.jobs.send(Job::Quit).is_ok() {
+                // The thread ends after QUIT's reply; wait for that, but no
+                // longer than one step may take.
+                let _ = worker.results.recv_timeout(self.smtp.timeout);
+            }
+        }
+    }
+}
+
+impl Worker {
+    fn start(smtp: &SmtpConfig) -> Result<Worker, DeliveryError> {
+        let (jobs, job_receiver) = std::sync::mpsc::channel();
+        let (result_sender, results) = std::sync::mpsc::channel();
+        let stage = Arc::new(AtomicU8::new(Stage::Connecting as u8));
+        let worker_stage = stage.clone();
+        let smtp = smtp.clone();
+        std::thread::Builder::new()
+            .name("smtp-delivery".into())
+            .spawn(move || {
+                let mut open: Option<Open> = None;
+                while let Ok(job) = job_receiver.recv() {
+                    let (envelope, mut build) = match job {
+                        Job::Send(envelope, build) => (envelope, build),
+                        Job::Quit => {
+                            if let Some(mut open) = open.take() {
+                                let _ = open.connection.quit();
+                            }
+                            return;
+                        }
+                    };
+                    let reused = open.as_ref().is_some_and(|o| o.carried > 0);
+                    let mut result =
+                        transaction(&smtp, &mut open, &envelope, &mut build, &worker_stage);
+                    if reused
+                        && result.as_ref().is_err_and(closed_while_idle)
+                        && worker_stage.load(Ordering::Acquire) < Stage::MessageSent as u8
+                    {
+                        // Nothing of this message was handed over: try it
+                        // once more on a new connection, within the same
+                        // deadline.
+                        if let Some(mut stale) = open.take() {
+                            stale.connection.abort();
+                        }
+                        result =
+                            transaction(&smtp, &mut open, &envelope, &mut build, &worker_stage);
+                    }
+                    if result.is_err() {
+                        // After a failure the next message starts on a new
+                        // connection, whatever state this one is in.
+                        if let Some(mut open) = open.take() {
+                            open.connection.abort();
+                        }
+                    }
+                    if result_sender.send(result).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| {
+                DeliveryError::new(
+                    DeliveryErrorKind::Transient,
+                    format!("cannot start the delivery: {e}"),
+                )
+            })?;
+        Ok(Worker {
+            jobs,
+            results,
+            stage,
+        })
+    }
+}
+
+/// A failure that a server closing an idle connection explains: the line
+/// dropped (no reply), or 421 (the server is closing the channel).
+fn closed_while_idle(error: &DeliveryError) -> bool {
+    error.kind == DeliveryErrorKind::Transient && matches!(error.code, None | Some(421))
+}
+
+/// One message on the open connection, opening one first when there is none.
+fn transaction(
     smtp: &SmtpConfig,
+    open: &mut Option<Open>,
     envelope: &Envelope,
-    build: MessageBuilder,
+    build: &mut MessageBuilder,
     stage: &AtomicU8,
 ) -> Result<Delivered, DeliveryError> {
+    let at = |e: lettre::transport::smtp::Error, what: &str| classify(smtp, e, what);
+    if open.is_none() {
+        stage.store(Stage::Connecting as u8, Ordering::Release);
+        *open = Some(connect(smtp, stage)?);
+    }
+    let open = open.as_mut().expect("opened above");
+    stage.store(Stage::Greeted as u8, Ordering::Release);
+    let limit = match (smtp.max_message_size, open.server_size_limit) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let message = build(limit).map_err(|e| DeliveryError::new(DeliveryErrorKind::Permanent, e))?;
+    stage.store(Stage::Envelope as u8, Ordering::Release);
+
+    let connection = &mut open.connection;
+    let mut parameters = Vec::new();
+    if open.server_size_limit.is_some() {
+        parameters.push(MailParameter::Size(message.len()));
+    }
+    if !message.is_ascii()
+        && connection
+            .server_info()
+            .supports_feature(Extension::EightBitMime)
+    {
+        parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    let from = parse_address(&envelope.from)?;
+    connection
+        .command(Mail::new(Some(from), parameters))
+        .map_err(|e| at(e, "MAIL FROM"))?;
+    for recipient in &envelope.to {
+        let address = parse_address(recipient)?;
+        connection
+            .command(Rcpt::new(address, vec![]))
+            .map_err(|e| at(e, &format!("RCPT TO {recipient}")))?;
+    }
+    connection.command(Data).map_err(|e| at(e, "DATA"))?;
+    stage.store(Stage::MessageSent as u8, Ordering::Release);
+    // The message and its final dot in one write: written apart, the dot is
+    // a second small segment that Nagle's algorithm holds until the server
+    // acknowledges the first, a delayed acknowledgement of up to 40 ms per
+    // message on a connection past its first exchanges.
+    let sent = match String::from_utf8(with_final_dot(&message)) {
+        Ok(text) => connection.command(text),
+        Err(_) => connection.message(&message),
+    };
+    let reply = sent.map_err(|e| {
+        let mut error = at(e, "the end of DATA");
+        if error.code.is_none() {
+            error.kind = DeliveryErrorKind::Ambiguous;
+            error.message.push_str(
+                " (the server may have the message; a resend carries the same Message-ID)",
+            );
+        }
+        error
+    })?;
+    open.carried += 1;
+    Ok(Delivered {
+        reply: format!(
+            "{} {}",
+            u16::from(reply.code()),
+            reply.message().collect::<Vec<_>>().join(" ")
+        ),
+        size: message.len(),
+        server_size_limit: open.server_size_limit,
+    })
+}
+
+/// Connects, greets, secures and logs in: a connection ready for MAIL FROM.
+fn connect(smtp: &SmtpConfig, stage: &AtomicU8) -> Result<Open, DeliveryError> {
     let at = |e: lettre::transport::smtp::Error, what: &str| classify(smtp, e, what);
     let client_id = client_id(smtp);
     let wrapper = match smtp.security {
@@ -239,57 +446,27 @@ fn converse(
                 error
             })?;
     }
-
-    let limit = match (smtp.max_message_size, server_size_limit) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let message = build(limit).map_err(|e| DeliveryError::new(DeliveryErrorKind::Permanent, e))?;
-    stage.store(Stage::Envelope as u8, Ordering::Release);
-
-    let mut parameters = Vec::new();
-    if server_size_limit.is_some() {
-        parameters.push(MailParameter::Size(message.len()));
-    }
-    if !message.is_ascii()
-        && connection
-            .server_info()
-            .supports_feature(Extension::EightBitMime)
-    {
-        parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
-    }
-    let from = parse_address(&envelope.from)?;
-    connection
-        .command(Mail::new(Some(from), parameters))
-        .map_err(|e| at(e, "MAIL FROM"))?;
-    for recipient in &envelope.to {
-        let address = parse_address(recipient)?;
-        connection
-            .command(Rcpt::new(address, vec![]))
-            .map_err(|e| at(e, &format!("RCPT TO {recipient}")))?;
-    }
-    connection.command(Data).map_err(|e| at(e, "DATA"))?;
-    stage.store(Stage::MessageSent as u8, Ordering::Release);
-    let reply = connection.message(&message).map_err(|e| {
-        let mut error = at(e, "the end of DATA");
-        if error.code.is_none() {
-            error.kind = DeliveryErrorKind::Ambiguous;
-            error.message.push_str(
-                " (the server may have the message; a resend carries the same Message-ID)",
-            );
-        }
-        error
-    })?;
-    let _ = connection.quit();
-    Ok(Delivered {
-        reply: format!(
-            "{} {}",
-            u16::from(reply.code()),
-            reply.message().collect::<Vec<_>>().join(" ")
-        ),
-        size: message.len(),
+    Ok(Open {
+        connection,
         server_size_limit,
+        carried: 0,
     })
+}
+
+/// The message as DATA carries it: a dot that begins a line doubled
+/// (RFC 5321 4.5.2), then the line with a lone dot that ends it.
+fn with_final_dot(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
+    let mut line_start = true;
+    for (index, &byte) in message.iter().enumerate() {
+        if byte == b'.' && line_start {
+            out.push(b'.');
+        }
+        out.push(byte);
+        line_start = byte == b'\n' && index > 0 && message[index - 1] == b'\r';
+    }
+    out.extend_from_slice(b"\r\n.\r\n");
+    out
 }
 
 fn parse_address(address: &str) -> Result<Address, DeliveryError> {
@@ -386,4 +563,18 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dot_that_begins_a_line_is_doubled_and_the_message_ends_with_a_lone_dot() {
+        assert_eq!(
+            with_final_dot(b".a\r\nb.\r\n.\r\n..c\n.d"),
+            b"..a\r\nb.\r\n..\r\n...c\n.d\r\n.\r\n".to_vec()
+        );
+        assert_eq!(with_final_dot(b""), b"\r\n.\r\n".to_vec());
+    }
 }

@@ -302,8 +302,20 @@ impl MailingLog {
     ) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
         // A counter, not a report: losing it to a power cut costs at most
-        // a few extra mails, so it is not synced.
-        crate::outbox::write_replace(&outbox.root().join(MAILING_LOG), &bytes)?;
+        // a few extra mails, so it is not synced. Rewritten in place, under
+        // the outbox lock that every reader holds too: a new file (inode)
+        // per mail is what made this slow, and a log torn by a crash reads
+        // as empty.
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(outbox.root().join(MAILING_LOG))?;
+        file.write_all(&bytes)?;
+        file.set_len(bytes.len() as u64)?;
         *known = Some((bytes, self.clone()));
         Ok(())
     }

@@ -269,9 +269,10 @@ def main():
         lines.append(f"| {name} | {rate:.0f} | {ratio} |")
     lines += ["",
               "crashmail's flush sends every report over one SMTP connection, but per report it still claims the report "
-              "(a rename and an owner file), reads report.json back from its zip, builds the message (text, HTML, attachment "
-              "in base64), writes the delivery record with an fsync and moves the report, and records the mail in the "
-              "outbox's mailing log under its lock; smtp-source only streams fixed bytes over one connection.", ""]
+              "(a rename and a link to its owner file), reads report.json back from its zip, builds the message (text, HTML, "
+              "attachment in base64), writes the delivery record and moves the report (synced once per 64 reports), and "
+              "records the mail in the outbox's mailing log under its lock; smtp-source only streams fixed bytes over one "
+              "connection.", ""]
     generated = "\n".join(lines)
     print(generated)
 

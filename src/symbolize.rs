@@ -103,6 +103,15 @@ impl LocalSymbolizer {
         let symbol = module.function_at(probe).map(|name| {
             crate::report::strip_hash(&addr2line::demangle_auto(name.into(), None)).to_string()
         });
+        if symbol.as_deref().is_some_and(is_runtime_entry) {
+            // Below every frame of interest, and its debug info is a large
+            // unit of std's: reading it would cost more than the rest of
+            // the stack together. The symbol table's name says enough.
+            return Some(vec![Frame {
+                function: symbol?,
+                location: None,
+            }]);
+        }
         let mut frames = Vec::new();
         if let Ok(mut iter) = module.loader.find_frames(probe) {
             while let Ok(Some(frame)) = iter.next() {
@@ -276,8 +285,30 @@ pub fn native_frames(raw: &[crashmail_handler::protocol::NativeFrame]) -> Vec<Fr
     frames
 }
 
+/// Rust's own entry code under `main` and under a spawned thread's closure.
+fn is_runtime_entry(function: &str) -> bool {
+    function.starts_with("std::rt::lang_start_internal")
+        || (function.starts_with("std::sys::") && function.ends_with("::thread_start"))
+}
+
 /// `a::b` is qualified; `call_once<fn() -> std::process::ExitCode>` is not:
 /// the path inside its generic parameters does not count.
 fn is_qualified(function: &str) -> bool {
     crate::report::normalise_function(function).contains("::")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runtime_entry_frames_are_recognised_and_nothing_else() {
+        assert!(is_runtime_entry("std::rt::lang_start_internal"));
+        assert!(is_runtime_entry(
+            "std::sys::pal::unix::thread::Thread::new::thread_start"
+        ));
+        assert!(!is_runtime_entry("std::rt::lang_start::{{closure}}"));
+        assert!(!is_runtime_entry("crashy::main"));
+        assert!(!is_runtime_entry("orders::thread_start"));
+    }
 }

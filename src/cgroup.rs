@@ -150,7 +150,7 @@ impl OomKills {
                     .map(|bytes| format!(" of {} MiB", bytes / (1024 * 1024)))
                     .unwrap_or_default();
                 return Some(format!(
-                    "its memory cgroup {} reached its limit{limit}",
+                    "its memory cgroup {} used up the memory limit{limit} set on it or on a parent cgroup",
                     cgroup.dir.display()
                 ));
             }

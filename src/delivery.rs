@@ -97,6 +97,11 @@ pub fn store(
             ));
         } else if !contents.logs.is_empty() {
             contents.logs.clear();
+            // What was said about each log's tail no longer applies.
+            contents
+                .meta
+                .notes
+                .retain(|note| !note.starts_with("logs/"));
             contents.meta.notes.push(format!(
                 "the log tails were left out: the report could not be stored with them ({error})"
             ));

@@ -256,7 +256,14 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
             (Some(_), None) => Duration::from_secs(3600),
         };
         match receiver.recv_timeout(timeout) {
-            Ok(Event::Hello(hello)) => session.greet(*hello),
+            Ok(Event::Hello(hello)) => {
+                session.greet(*hello);
+                // The Hello and a crash travel on two connections, read by
+                // two threads: a crash that came first waited for it.
+                if crash.dump.is_some() {
+                    session.report(std::mem::take(&mut crash), false);
+                }
+            }
             Ok(Event::Panic(record)) => {
                 if crash.panic.is_some() {
                     log::warn!(
@@ -271,7 +278,12 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
             }
             Ok(Event::Dump(dump)) => {
                 crash.dump = Some(dump);
-                session.report(std::mem::take(&mut crash), false);
+                if session.hello.is_some() {
+                    session.report(std::mem::take(&mut crash), false);
+                } else {
+                    // Reported once the Hello, already on its way, arrives.
+                    crash.since.get_or_insert_with(Instant::now);
+                }
             }
             Ok(Event::Goodbye(status)) => {
                 session.goodbye = true;

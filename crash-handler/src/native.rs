@@ -147,6 +147,17 @@ fn on_crash(context: &CrashContext) -> CrashEventResult {
             libc::syscall(libc::SYS_tgkill, context.pid, context.tid, libc::SIGTRAP);
         }
     }
+    if a_real_signal
+        && context.siginfo.ssi_code <= 0
+        && [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE].contains(&signal)
+    {
+        // A fault signal sent with kill(). The crash-handler crate sends it
+        // again when this returns; to the previous handler, Rust's runtime
+        // one, it is no fault in a stack guard, so that handler returns and
+        // the process would run on. "Handled" puts the default action back
+        // instead: the process ends by the signal it was sent.
+        return CrashEventResult::Handled(true);
+    }
     // Not "handled": the previous handlers run again, so the process dies
     // exactly as it would have without crashmail (Rust's stack-overflow
     // message included).

@@ -441,6 +441,22 @@ impl Delivery<'_> {
         )
     }
 
+    /// Sends a report that could not be stored at all (the outbox's disk is
+    /// full) straight from memory: one attempt, with no record and no
+    /// crash-loop bookkeeping, which live on that same disk. Better than
+    /// losing it.
+    pub fn send_unstored(&self, contents: &ReportContents) -> Result<mail::Delivered, String> {
+        let report = mail::ReportParts {
+            meta: contents.meta.clone(),
+            summary: contents.summary(),
+            notes: Vec::new(),
+            zip: contents.to_zip().map_err(|e| e.to_string())?,
+        };
+        let mut session = mail::Session::new(&self.config.smtp);
+        self.deliver(&mut session, &report, false)
+            .map_err(|e| e.message)
+    }
+
     /// Sends one pending report, or holds it (a repeat inside its window,
     /// the hourly limit). `None` when another sender claimed it first.
     pub fn send_one(&self, id: &str) -> std::io::Result<Option<Outcome>> {

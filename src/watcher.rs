@@ -482,6 +482,19 @@ impl Session {
             }
             Err(e) => {
                 log::error!("report {id} could not be stored: {e}");
+                let Some(config) = &self.config else {
+                    return;
+                };
+                contents.meta.notes.push(format!(
+                    "this report could not be stored in the outbox ({e}); it was sent from memory, once"
+                ));
+                match (delivery::Delivery { config, outbox }).send_unstored(&contents) {
+                    Ok(_) => {
+                        log::info!("report {id} sent from memory");
+                        self.crashes_reported += 1;
+                    }
+                    Err(why) => log::error!("report {id} is lost: {why}"),
+                }
                 return;
             }
         }

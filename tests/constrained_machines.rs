@@ -236,6 +236,33 @@ fn a_full_disk_sends_the_report_without_the_minidump_and_leaves_no_partial_file_
 }
 
 #[test]
+fn a_disk_without_a_byte_free_still_sends_the_report_from_memory() {
+    in_both_builds(a_disk_without_a_byte_free_still_sends_the_report_from_memory_with);
+}
+
+fn a_disk_without_a_byte_free_still_sends_the_report_from_memory_with(profile: &'static str) {
+    let harness = Harness::new();
+    let disk = Tmpfs::mount(&harness.outbox, 2 * MIB);
+    disk.fill_leaving(0);
+    let status = crashy_in(profile, &harness, "segv").status().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGSEGV), "it dies as before");
+
+    let (_, report) = the_one_report(&harness);
+    assert_eq!(report["kind"], "signal");
+    assert!(report["reason"].as_str().unwrap().contains("SIGSEGV"));
+    let notes = report["notes"].to_string();
+    assert!(
+        notes.contains("could not be stored in the outbox") && notes.contains("sent from memory"),
+        "{notes}"
+    );
+    assert!(
+        report["frames"].to_string().contains("crashy::"),
+        "{}",
+        report["frames"]
+    );
+}
+
+#[test]
 fn ptrace_refused_still_sends_the_report_and_says_why_the_minidump_is_incomplete() {
     in_both_builds(
         ptrace_refused_still_sends_the_report_and_says_why_the_minidump_is_incomplete_with,

@@ -915,14 +915,16 @@ impl log::Log for StderrLogger {
 
     fn log(&self, record: &log::Record<'_>) {
         if self.enabled(record.metadata()) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "{} crashmail watch[{}] {}: {}",
+            // One write per line: stderr is unbuffered, and watchers of
+            // several applications append to the same watcher.log.
+            let line = format!(
+                "{} crashmail watch[{}] {}: {}\n",
                 chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
                 std::process::id(),
                 record.level(),
                 record.args()
             );
+            let _ = std::io::stderr().write_all(line.as_bytes());
         }
     }
 

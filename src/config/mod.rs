@@ -961,7 +961,17 @@ impl Reader<'_> {
             outbox
                 .as_ref()
                 .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "the user's state folder".into()),
+                .unwrap_or_else(|| {
+                    match std::env::var_os(crashmail_handler::OUTBOX_ENV).filter(|v| !v.is_empty())
+                    {
+                        Some(path) => format!(
+                            "{} (from {})",
+                            PathBuf::from(path).display(),
+                            crashmail_handler::OUTBOX_ENV
+                        ),
+                        None => "the user's state folder".into(),
+                    }
+                }),
         );
         let defaults = DeliveryPolicy::default();
         let policy = DeliveryPolicy {

@@ -37,6 +37,8 @@ pub struct CrashEvidence {
     pub process: Option<collect::ProcessFacts>,
     /// An orderly exit with this failing status (`[report] ReportExitCodes`).
     pub exit_status: Option<i32>,
+    /// The crashing thread's registers, from the application's own handler.
+    pub registers: Option<dump::Registers>,
     /// For a process that vanished: the out-of-memory killer's trace (which
     /// cgroup hit which limit), when it is what ended the process.
     pub out_of_memory: Option<String>,
@@ -51,7 +53,7 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
     let mut analysis = None;
     match evidence.minidump {
         Some(Ok(bytes)) => {
-            match dump::analyse_crash(&bytes) {
+            match dump::analyse_crash(&bytes, evidence.registers) {
                 Ok(found) => {
                     notes.extend(found.incomplete.clone());
                     analysis = Some(found);

@@ -194,6 +194,7 @@ pub fn recover_unfinished(
             secrets: local_secrets(config),
             process: None,
             exit_status: None,
+            registers: None,
             out_of_memory: None,
         };
         let mut contents = assemble::assemble(evidence, tail);

@@ -72,8 +72,50 @@ pub fn analyse(bytes: &[u8], symbol_paths: &[PathBuf]) -> Result<DumpAnalysis, S
 /// As [`analyse`], naming the frames of the crashing thread only: what a
 /// report needs, in a fraction of the time (naming a frame can mean reading
 /// a compilation unit's debug info). `threads` stays empty.
-pub fn analyse_crash(bytes: &[u8]) -> Result<DumpAnalysis, String> {
-    analyse_threads(bytes, &[], false)
+///
+/// `registers` are the crashing thread's, as the application's own handler
+/// saw them: when the dump has no thread list (ptrace was refused), they
+/// still give the stack pointer and the function that crashed.
+pub fn analyse_crash(bytes: &[u8], registers: Option<Registers>) -> Result<DumpAnalysis, String> {
+    let mut analysis = analyse_threads(bytes, &[], false)?;
+    if let Some(registers) = registers {
+        analysis
+            .stack_pointer
+            .get_or_insert(registers.stack_pointer);
+        if analysis.frames.is_empty() {
+            analysis.frames = name_address(bytes, registers.instruction_pointer);
+        }
+    }
+    Ok(analysis)
+}
+
+/// The crashing thread's registers that matter to a report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Registers {
+    pub instruction_pointer: u64,
+    pub stack_pointer: u64,
+}
+
+/// The frames at `address`, named from the module the dump's module list
+/// puts it in.
+fn name_address(bytes: &[u8], address: u64) -> Vec<Frame> {
+    let Ok(dump) = Minidump::read(bytes) else {
+        return Vec::new();
+    };
+    let Ok(modules) = dump.get_stream::<MinidumpModuleList>() else {
+        return Vec::new();
+    };
+    let Some(module) = modules.module_at_address(address) else {
+        return Vec::new();
+    };
+    let build_id = module.code_identifier().map(|id| id.to_string());
+    LocalSymbolizer::default()
+        .frames(
+            &module.code_file(),
+            build_id.as_deref(),
+            address.saturating_sub(module.base_address()),
+        )
+        .unwrap_or_default()
 }
 
 fn analyse_threads(

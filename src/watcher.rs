@@ -36,7 +36,7 @@ enum Event {
     Hello(Box<Hello>),
     Panic(Box<PanicRecord>),
     /// The minidump's bytes, or why there is none.
-    Dump(Result<Vec<u8>, String>),
+    Dump(Result<Vec<u8>, String>, Option<crate::dump::Registers>),
     /// With the exit status, when the application knew it.
     Goodbye(Option<i32>),
     Signal(crashmail_handler::protocol::SignalRecord),
@@ -88,14 +88,42 @@ fn write_minidump(
     writer.write(&mut file).map_err(|e| e.to_string())
 }
 
+/// The instruction and stack pointers of the crashing thread, from the
+/// context its signal handler saw.
+fn crash_registers(
+    context: &minidump_writer::crash_context::CrashContext,
+) -> Option<crate::dump::Registers> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let registers = &context.context.uc_mcontext.gregs;
+        Some(crate::dump::Registers {
+            instruction_pointer: registers[libc::REG_RIP as usize] as u64,
+            stack_pointer: registers[libc::REG_RSP as usize] as u64,
+        })
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let registers = &context.context.uc_mcontext;
+        Some(crate::dump::Registers {
+            instruction_pointer: registers.pc,
+            stack_pointer: registers.sp,
+        })
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = context;
+        None
+    }
+}
+
 impl crate::link::LinkHandler for Handler {
     fn on_dump_request(
         &self,
         context: Result<minidump_writer::crash_context::CrashContext, String>,
     ) {
-        let _ = self
-            .events
-            .send(Event::Dump(context.and_then(write_minidump)));
+        let registers = context.as_ref().ok().and_then(crash_registers);
+        let dump = context.and_then(write_minidump);
+        let _ = self.events.send(Event::Dump(dump, registers));
     }
 
     fn on_failure(&self, why: String) {
@@ -170,6 +198,8 @@ struct PendingCrash {
     dump: Option<Result<Vec<u8>, String>>,
     /// The out-of-memory killer's trace, for an application that vanished.
     out_of_memory: Option<String>,
+    /// The crashing thread's registers, from the dump request.
+    registers: Option<crate::dump::Registers>,
     /// The application's executable being opened for naming frames, started
     /// as soon as a crash is announced, so it is ready when the dump is.
     opening: Option<std::thread::JoinHandle<()>>,
@@ -276,8 +306,9 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
                     crash.open_executable_ahead(session.hello.as_ref());
                 }
             }
-            Ok(Event::Dump(dump)) => {
+            Ok(Event::Dump(dump, registers)) => {
                 crash.dump = Some(dump);
+                crash.registers = registers;
                 if session.hello.is_some() {
                     session.report(std::mem::take(&mut crash), false);
                 } else {
@@ -454,6 +485,7 @@ impl Session {
             process: crash.process,
             exit_status: crash.exit_status,
             out_of_memory: crash.out_of_memory,
+            registers: crash.registers,
             time: None,
         };
         let tail = self

@@ -292,6 +292,34 @@ fn ptrace_refused_still_sends_the_report_and_says_why_the_minidump_is_incomplete
     );
     let log = String::from_utf8_lossy(&mail.entries["logs/app.log"]).into_owned();
     assert!(log.contains("last line before the crash: segv"), "{log}");
+    // The function that crashed, from the registers the handler saw: crashes
+    // in different places keep different signatures.
+    assert!(
+        report["frames"].to_string().contains("crashy::"),
+        "{}",
+        report["frames"]
+    );
+
+    // A stack overflow is still named one.
+    let harness = Harness::new();
+    let status = crashy_in(profile, &harness, "stack-overflow")
+        .env(
+            "CRASHMAIL_WATCHER",
+            watcher_without_ptrace(harness.dir.path()),
+        )
+        .status()
+        .unwrap();
+    // Rust's runtime ends an overflow with SIGABRT, after crashmail's report.
+    assert_eq!(status.signal(), Some(libc::SIGABRT));
+    let (_, report) = the_one_report(&harness);
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("stack overflow"),
+        "{}",
+        report["reason"]
+    );
 }
 
 fn death(status: &ExitStatus) -> Option<i32> {

@@ -13,10 +13,33 @@ use crashmail_handler::protocol::{PanicRecord, SignalRecord};
 /// cannot be read are moved aside, never deleted.
 pub fn package_incoming(outbox: &Outbox, config: Option<&Config>) -> std::io::Result<Vec<String>> {
     let mut ids = recover_unfinished(outbox, config)?;
+    ids.extend(package_records(outbox, outbox, config)?);
+    // An application without a watcher writes its records where it looks
+    // for the outbox itself ($CRASHMAIL_OUTBOX, else the user's state
+    // folder): it does not read AXIS.INI, whose [report] Outbox may name
+    // another. Those records are bundled into this outbox too.
+    if let Some(own) = crashmail_handler::default_outbox_dir() {
+        let elsewhere =
+            std::fs::canonicalize(&own).ok() != std::fs::canonicalize(outbox.root()).ok();
+        if elsewhere && own.join(crashmail_handler::INCOMING_DIR).is_dir() {
+            ids.extend(package_records(&Outbox::open(&own)?, outbox, config)?);
+        }
+    }
+    Ok(ids)
+}
+
+/// Bundles the records in `source`'s `incoming/` into reports in
+/// `destination`'s `pending/`.
+fn package_records(
+    source: &Outbox,
+    destination: &Outbox,
+    config: Option<&Config>,
+) -> std::io::Result<Vec<String>> {
+    let mut ids = Vec::new();
     let tail = config
         .map(|c| c.report.log_tail_bytes)
         .unwrap_or(crate::config::DEFAULT_LOG_TAIL_BYTES);
-    for path in outbox.incoming()? {
+    for path in source.incoming()? {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -67,7 +90,7 @@ pub fn package_incoming(outbox: &Outbox, config: Option<&Config>) -> std::io::Re
         }
         let mut contents = assemble::assemble(evidence, tail);
         let id = contents.meta.id.to_string();
-        store(outbox, &mut contents)?;
+        store(destination, &mut contents)?;
         std::fs::remove_file(&path)?;
         ids.push(id);
     }

@@ -359,6 +359,47 @@ fn without_a_watcher_a_segfault_leaves_a_record_that_names_the_application() {
 }
 
 #[test]
+fn records_left_without_a_watcher_are_sent_when_axis_ini_names_another_outbox() {
+    let harness = Harness::new();
+    // The application does not read AXIS.INI: without a watcher its record
+    // goes to its own default outbox, under XDG_STATE_HOME.
+    let configured = harness.dir.path().join("configured-outbox");
+    let state = harness.dir.path().join("state");
+    let mut ini = std::fs::read_to_string(&harness.ini).unwrap();
+    ini.push_str(&format!("[report]\nOutbox = {}\n", configured.display()));
+    std::fs::write(&harness.ini, ini).unwrap();
+    let output = harness
+        .sample_app("segv")
+        .env_remove("CRASHMAIL_OUTBOX")
+        .env("XDG_STATE_HOME", &state)
+        .env(
+            "CRASHMAIL_WATCHER",
+            harness.dir.path().join("no-such-watcher"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(exit_signal(&output), Some(libc::SIGSEGV));
+    assert_eq!(files_in(&state.join("crashmail/incoming")).len(), 1);
+
+    let flush = harness
+        .crashmail()
+        .env_remove("CRASHMAIL_OUTBOX")
+        .env("XDG_STATE_HOME", &state)
+        .args(["outbox", "flush"])
+        .output()
+        .unwrap();
+    assert!(flush.status.success(), "{}", stderr(&flush));
+    let report = report_json(&parse_mail(&harness.first_message().data));
+    assert_eq!(report["app_name"], "crashmail-sample-app");
+    assert!(files_in(&state.join("crashmail/incoming")).is_empty());
+    assert_eq!(
+        files_in(&configured.join("sent")).len(),
+        2,
+        "the zip and its record"
+    );
+}
+
+#[test]
 fn flush_exit_code_says_reports_are_still_pending_even_when_none_was_due() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -11,7 +11,7 @@ use crashmail::cgroup::MemoryCgroup;
 use std::ffi::CString;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 const MIB: u64 = 1024 * 1024;
@@ -26,17 +26,7 @@ fn in_both_builds(case: fn(&'static str)) {
 /// `crashy kind`, built with `profile`, embedding crashmail and reporting to
 /// this harness.
 fn crashy_in(profile: &'static str, harness: &Harness, kind: &str) -> Command {
-    let mut command = Command::new(crashy(profile));
-    command
-        .arg(kind)
-        .env("CRASHY_LOG", &harness.log)
-        .env("CRASHMAIL_OUTBOX", &harness.outbox)
-        .env("AXIS_INI", &harness.ini)
-        .env("CRASHMAIL_WATCHER", crashmail_exe())
-        .env_remove("AXIS_HOME")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    command
+    harness.crashy(&crashy(profile), kind)
 }
 
 /// A small tmpfs mounted over a folder for the length of a test.

@@ -136,16 +136,7 @@ fn death(status: &ExitStatus) -> String {
 fn check_kind(crashy: &std::path::Path, expected: &Expected) -> Option<String> {
     let harness = Harness::new();
     let run = |with_crashmail: bool| {
-        let mut command = Command::new(crashy);
-        command
-            .arg(expected.kind)
-            .env("CRASHY_LOG", &harness.log)
-            .env("CRASHMAIL_OUTBOX", &harness.outbox)
-            .env("AXIS_INI", &harness.ini)
-            .env("CRASHMAIL_WATCHER", crashmail_exe())
-            .env_remove("AXIS_HOME")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        let mut command = harness.crashy(crashy, expected.kind);
         if !with_crashmail {
             command.env("CRASHY_WITHOUT_CRASHMAIL", "1");
         }

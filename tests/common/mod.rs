@@ -84,6 +84,22 @@ impl Harness {
         std::fs::read_to_string(self.outbox.join("watcher.log")).unwrap_or_default()
     }
 
+    /// `crashy kind` (the example application, at `crashy`) embedding
+    /// crashmail and reporting to this harness.
+    pub fn crashy(&self, crashy: &Path, kind: &str) -> Command {
+        let mut command = Command::new(crashy);
+        command
+            .arg(kind)
+            .env("CRASHY_LOG", &self.log)
+            .env("CRASHMAIL_OUTBOX", &self.outbox)
+            .env("AXIS_INI", &self.ini)
+            .env("CRASHMAIL_WATCHER", crashmail_exe())
+            .env_remove("AXIS_HOME")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command
+    }
+
     /// The `crashmail` command with this harness's environment.
     pub fn crashmail(&self) -> Command {
         let mut command = Command::new(crashmail_exe());

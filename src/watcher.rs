@@ -54,8 +54,13 @@ struct Handler {
 impl Handler {
     /// The application is alive but stopped in its crash path: its memory
     /// and command line can still be read.
-    fn snapshot_process(&self) {
-        let pid = self.app_pid.load(Ordering::Relaxed);
+    /// `pid` is the one the crash record names, for when the Hello (read
+    /// on another connection's thread) has not been seen yet.
+    fn snapshot_process(&self, pid: u32) {
+        let pid = match self.app_pid.load(Ordering::Relaxed) {
+            0 => pid,
+            known => known,
+        };
         if pid != 0 {
             if let Some(facts) = crate::collect::process_facts(pid) {
                 let _ = self.events.send(Event::Process(Box::new(facts)));
@@ -151,7 +156,7 @@ impl crate::link::LinkHandler for Handler {
             },
             Some(MessageKind::Panic) => match serde_json::from_slice::<PanicRecord>(&buffer) {
                 Ok(record) => {
-                    self.snapshot_process();
+                    self.snapshot_process(record.pid);
                     Event::Panic(Box::new(record))
                 }
                 Err(e) => {
@@ -166,7 +171,7 @@ impl crate::link::LinkHandler for Handler {
                 &String::from_utf8_lossy(&buffer),
             ) {
                 Some(record) => {
-                    self.snapshot_process();
+                    self.snapshot_process(record.pid);
                     Event::Signal(record)
                 }
                 None => {
@@ -259,7 +264,8 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
     let (events, receiver) = channel();
     let handler = Handler {
         events: events.clone(),
-        app_pid: AtomicU32::new(0),
+        // Known from the command line before the Hello says it again.
+        app_pid: AtomicU32::new(options.app_pid.unwrap_or(0)),
     };
     let _socket_file =
         crate::link::LinkServer::bind(&socket)?.serve(std::sync::Arc::new(handler))?;

@@ -66,7 +66,7 @@ pub const TOP_FRAMES: usize = 12;
 /// are folders of Breakpad `.sym` files; without them frames show module +
 /// offset.
 pub fn analyse(bytes: &[u8], symbol_paths: &[PathBuf]) -> Result<DumpAnalysis, String> {
-    analyse_threads(bytes, symbol_paths, true)
+    analyse_threads(bytes, symbol_paths, true, None)
 }
 
 /// As [`analyse`], naming the frames of the crashing thread only: what a
@@ -77,16 +77,7 @@ pub fn analyse(bytes: &[u8], symbol_paths: &[PathBuf]) -> Result<DumpAnalysis, S
 /// saw them: when the dump has no thread list (ptrace was refused), they
 /// still give the stack pointer and the function that crashed.
 pub fn analyse_crash(bytes: &[u8], registers: Option<Registers>) -> Result<DumpAnalysis, String> {
-    let mut analysis = analyse_threads(bytes, &[], false)?;
-    if let Some(registers) = registers {
-        analysis
-            .stack_pointer
-            .get_or_insert(registers.stack_pointer);
-        if analysis.frames.is_empty() {
-            analysis.frames = name_address(bytes, registers.instruction_pointer);
-        }
-    }
-    Ok(analysis)
+    analyse_threads(bytes, &[], false, registers)
 }
 
 /// The crashing thread's registers that matter to a report.
@@ -96,32 +87,11 @@ pub struct Registers {
     pub stack_pointer: u64,
 }
 
-/// The frames at `address`, named from the module the dump's module list
-/// puts it in.
-fn name_address(bytes: &[u8], address: u64) -> Vec<Frame> {
-    let Ok(dump) = Minidump::read(bytes) else {
-        return Vec::new();
-    };
-    let Ok(modules) = dump.get_stream::<MinidumpModuleList>() else {
-        return Vec::new();
-    };
-    let Some(module) = modules.module_at_address(address) else {
-        return Vec::new();
-    };
-    let build_id = module.code_identifier().map(|id| id.to_string());
-    LocalSymbolizer::default()
-        .frames(
-            &module.code_file(),
-            build_id.as_deref(),
-            address.saturating_sub(module.base_address()),
-        )
-        .unwrap_or_default()
-}
-
 fn analyse_threads(
     bytes: &[u8],
     symbol_paths: &[PathBuf],
     all_threads: bool,
+    registers: Option<Registers>,
 ) -> Result<DumpAnalysis, String> {
     let dump = Minidump::read(bytes).map_err(|e| format!("not a readable minidump: {e}"))?;
     let mut analysis = DumpAnalysis::default();
@@ -218,6 +188,30 @@ fn analyse_threads(
             }
         }
         Err(e) => return Err(format!("the stack could not be walked: {e}")),
+    }
+    if let Some(registers) = registers {
+        analysis
+            .stack_pointer
+            .get_or_insert(registers.stack_pointer);
+        // No thread list to walk: the module the instruction pointer is in
+        // still names the function that crashed.
+        if analysis.frames.is_empty() {
+            let address = registers.instruction_pointer;
+            let modules = dump.get_stream::<MinidumpModuleList>().ok();
+            if let Some(module) = modules
+                .as_ref()
+                .and_then(|modules| modules.module_at_address(address))
+            {
+                let build_id = module.code_identifier().map(|id| id.to_string());
+                analysis.frames = local
+                    .frames(
+                        &module.code_file(),
+                        build_id.as_deref(),
+                        address.saturating_sub(module.base_address()),
+                    )
+                    .unwrap_or_default();
+            }
+        }
     }
     // Freeing the parsed debug info takes milliseconds; the report need
     // not wait for it.

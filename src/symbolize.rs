@@ -177,13 +177,7 @@ pub fn open_ahead(path: &str) {
 fn take_opened_ahead(path: &str, expected_build_id: Option<&str>) -> Option<ModuleFile> {
     let mut opened = OPENED_AHEAD.lock().ok()?;
     let index = opened.iter().position(|(opened_path, module)| {
-        opened_path == path
-            && expected_build_id.is_none_or(|expected| {
-                module
-                    .build_id
-                    .as_deref()
-                    .is_some_and(|actual| actual.eq_ignore_ascii_case(expected))
-            })
+        opened_path == path && build_id_matches(module.build_id.as_deref(), expected_build_id)
     })?;
     Some(opened.swap_remove(index).1)
 }
@@ -195,13 +189,8 @@ fn open_module(path: &str, expected_build_id: Option<&str>) -> Option<ModuleFile
     let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
     let object = object::File::parse(&*map).ok()?;
     let build_id = object.build_id().ok().flatten().map(hex);
-    if let Some(expected) = expected_build_id {
-        if !build_id
-            .as_deref()
-            .is_some_and(|actual| actual.eq_ignore_ascii_case(expected))
-        {
-            return None;
-        }
+    if !build_id_matches(build_id.as_deref(), expected_build_id) {
+        return None;
     }
     let base_vaddr = object
         .segments()
@@ -247,10 +236,17 @@ pub fn is_same_build(path: &str, build_id: &str) -> bool {
     let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
         return false;
     };
-    object::File::parse(&*map)
+    let actual = object::File::parse(&*map)
         .ok()
-        .and_then(|object| object.build_id().ok().flatten().map(hex))
-        .is_some_and(|actual| actual.eq_ignore_ascii_case(build_id))
+        .and_then(|object| object.build_id().ok().flatten().map(hex));
+    build_id_matches(actual.as_deref(), Some(build_id))
+}
+
+/// True when no build id is expected, or the module has exactly that one
+/// (hex, either case).
+fn build_id_matches(actual: Option<&str>, expected: Option<&str>) -> bool {
+    expected
+        .is_none_or(|expected| actual.is_some_and(|actual| actual.eq_ignore_ascii_case(expected)))
 }
 
 fn hex(bytes: &[u8]) -> String {

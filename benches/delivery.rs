@@ -4,6 +4,9 @@
 //!
 //! Run by `benches/compare.py` (it starts Postfix's smtp-sink first).
 
+mod common;
+
+use common::noisy;
 use crashmail::delivery::{Delivery, Due};
 use crashmail::outbox::Outbox;
 use std::time::Instant;
@@ -24,19 +27,7 @@ fn main() {
     let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
     let log_path = dir.path().join("app.log");
     // Incompressible text, so that each report zip is about 50 KB.
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let log: Vec<u8> = (0..48 * 1024)
-        .map(|i| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            if i % 100 == 99 {
-                b'\n'
-            } else {
-                b' ' + (state % 94) as u8
-            }
-        })
-        .collect();
+    let log = noisy(48 * 1024);
     std::fs::write(&log_path, &log).unwrap();
     for n in 0..count {
         let word: String = (0..6)

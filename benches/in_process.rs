@@ -5,23 +5,10 @@
 //!
 //! Run with `cargo bench --bench in_process`.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+mod common;
 
-fn noisy(size: usize) -> Vec<u8> {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..size)
-        .map(|i| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            if i % 100 == 99 {
-                b'\n'
-            } else {
-                b' ' + (state % 94) as u8
-            }
-        })
-        .collect()
-}
+use common::noisy;
+use criterion::{criterion_group, criterion_main, Criterion};
 
 fn report_with_logs(dir: &std::path::Path) -> crashmail::bundle::ReportContents {
     let log = dir.join("app.log");

@@ -76,7 +76,7 @@ fn main() {
     let seconds = started.elapsed().as_secs_f64();
     let sent = outcomes
         .iter()
-        .filter(|(_, o)| matches!(o, crashmail::delivery::Outcome::Sent { .. }))
+        .filter(|(_, o)| matches!(o, crashmail::delivery::Outcome::Sent))
         .count();
     let size = std::fs::read_dir(outbox.dir("sent"))
         .unwrap()

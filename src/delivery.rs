@@ -349,8 +349,16 @@ impl MailingLog {
         Ok(())
     }
 
-    fn forget_before(&mut self, cutoff: chrono::DateTime<chrono::Utc>) {
-        self.sent.retain(|t| *t > cutoff);
+    /// Drops what no longer counts, so the log does not grow with every
+    /// crash ever mailed: mails older than an hour, and the last mail of a
+    /// signature older than its repeat window and a week (a digest says
+    /// since when its repeats came, even when sent days later).
+    fn forget_old(&mut self, now: chrono::DateTime<chrono::Utc>, repeat_window: chrono::TimeDelta) {
+        let hour_ago = now - chrono::TimeDelta::hours(1);
+        self.sent.retain(|t| *t > hour_ago);
+        let kept_for = repeat_window.max(chrono::TimeDelta::days(7));
+        self.last_by_signature
+            .retain(|_, (mailed, _)| *mailed + kept_for > now);
     }
 }
 
@@ -365,6 +373,10 @@ struct Batch {
     held: Option<Vec<(String, crate::outbox::DeliveryRecord)>>,
     mailing: Option<(Vec<u8>, MailingLog)>,
     syncs: crate::outbox::DeferredSync,
+    /// Why the server could not be reached, once opening a connection
+    /// failed: the rest of the run is not tried, rather than each report
+    /// waiting out the same timeout.
+    unreachable: Option<String>,
 }
 
 /// Reports moved to `sent/` whose folder is not yet synced: at most this
@@ -378,6 +390,15 @@ impl Batch {
             held: None,
             mailing: None,
             syncs: crate::outbox::DeferredSync::default(),
+            unreachable: None,
+        }
+    }
+
+    /// Notes a failed delivery: one that failed while opening the
+    /// connection makes the server unreachable for the rest of the run.
+    fn failed(&mut self, error: &mail::DeliveryError) {
+        if error.while_opening {
+            self.unreachable = Some(error.message.clone());
         }
     }
 
@@ -411,10 +432,17 @@ impl Batch {
 /// What happened to one report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Delivered; the number of held repeats its email carried too.
-    Sent { coalesced: usize },
+    /// Delivered.
+    Sent,
+    /// Delivered in a digest: one email for a group of held repeats of one
+    /// crash, carrying `mailed`, the newest report of the group (this one
+    /// or another), and counting `repeats` others with it.
+    SentInDigest { mailed: String, repeats: usize },
     /// Still pending after an attempt; the reason.
     Kept(String),
+    /// Still pending, not tried: the server could not be reached for an
+    /// earlier report of the same run; the reason.
+    NotTried(String),
     /// Not tried: it waits for a digest or for the hourly limit; the reason.
     Held(String),
     /// Moved to `failed/`; the reason.
@@ -530,7 +558,7 @@ impl Delivery<'_> {
         {
             let _lock = OutboxLock::take(self.outbox)?;
             let mut log = MailingLog::load(self.outbox, &mut batch.mailing);
-            log.forget_before(now - hour);
+            log.forget_old(now, to_chrono(self.policy().repeat_window));
             let last_mail = log
                 .last_by_signature
                 .get(&meta.signature)
@@ -607,8 +635,17 @@ impl Delivery<'_> {
 
         let mut notes = Vec::new();
         if !others.is_empty() {
+            // Held repeats follow a mail of the same crash: say so, or the
+            // count reads as one short of every occurrence.
+            let since = match &previous_for_signature {
+                Some((mailed, _)) => format!(
+                    " more times since the report mailed at {}:",
+                    mailed.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+                None => " times".to_string(),
+            };
             notes.push(format!(
-                "This crash occurred {occurrences} times between {} and {}; this email carries the latest report, and the others stay in the outbox.",
+                "This crash occurred {occurrences}{since} between {} and {}; this email carries the latest report, and the others stay in the outbox.",
                 first_seen.format("%Y-%m-%d %H:%M:%S UTC"),
                 meta.time.format("%Y-%m-%d %H:%M:%S UTC")
             ));
@@ -648,7 +685,7 @@ impl Delivery<'_> {
         match result {
             Ok(_) => {
                 let carrier = claim.id().to_string();
-                let count = others.len();
+                let repeats = others.len();
                 for (other, ..) in others {
                     other.finish(crate::outbox::SENT, |r| {
                         r.coalesced_into = Some(carrier.clone());
@@ -658,9 +695,17 @@ impl Delivery<'_> {
                 }
                 claim.sent(&mut batch.syncs)?;
                 batch.syncs.sync_beyond(SENT_UNSYNCED_AT_MOST)?;
-                Ok(Some(Outcome::Sent { coalesced: count }))
+                Ok(Some(if repeats == 0 {
+                    Outcome::Sent
+                } else {
+                    Outcome::SentInDigest {
+                        mailed: carrier,
+                        repeats,
+                    }
+                }))
             }
             Err(error) => {
+                batch.failed(&error);
                 {
                     // Give back what was reserved for this mail.
                     let _lock = OutboxLock::take(self.outbox)?;
@@ -728,9 +773,12 @@ impl Delivery<'_> {
             Ok(_) => {
                 claim.sent(&mut batch.syncs)?;
                 batch.syncs.sync_beyond(SENT_UNSYNCED_AT_MOST)?;
-                Ok(Outcome::Sent { coalesced: 0 })
+                Ok(Outcome::Sent)
             }
-            Err(error) => self.record_failure(claim, &error, chrono::Utc::now()),
+            Err(error) => {
+                batch.failed(&error);
+                self.record_failure(claim, &error, chrono::Utc::now())
+            }
         }
     }
 
@@ -896,7 +944,12 @@ impl Delivery<'_> {
         let mut batch = Batch::new(&self.config.smtp);
         let mut outcomes = Vec::new();
         for (done, id) in ids.iter().enumerate() {
-            let outcome = self.send_one_in(&mut batch, id);
+            let outcome = match &batch.unreachable {
+                Some(why) => Ok(Some(Outcome::NotTried(format!(
+                    "not tried, the server could not be reached for an earlier report: {why}"
+                )))),
+                None => self.send_one_in(&mut batch, id),
+            };
             match outcome {
                 Ok(Some(outcome)) => outcomes.push((id.clone(), outcome)),
                 Ok(None) => {}

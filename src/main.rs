@@ -210,8 +210,9 @@ enum OutboxCommand {
     },
 }
 
-/// `crashmail outbox flush`: reports are still waiting in `pending/`.
-const EXIT_STILL_PENDING: u8 = 3;
+/// `crashmail outbox flush`: reports wait in `pending/` for a retry (held
+/// ones, waiting for a digest or the hourly limit, do not count).
+const EXIT_WAITING_FOR_RETRY: u8 = 3;
 /// `crashmail outbox flush`: the server refused reports for good (`failed/`).
 const EXIT_REFUSED: u8 = 4;
 
@@ -480,34 +481,54 @@ fn flush(outbox: &Outbox, config: &config::Config, due: bool) -> anyhow::Result<
         },
     )?;
     bar.finish_and_clear();
-    let (mut sent, mut held, mut refused) = (0, 0, 0);
+    let (mut emails, mut refused) = (0, 0);
     for (id, outcome) in &outcomes {
         match outcome {
-            delivery::Outcome::Sent { coalesced: 0 } => {
-                sent += 1;
+            delivery::Outcome::Sent => {
+                emails += 1;
                 println!("sent     {id}");
             }
-            delivery::Outcome::Sent { coalesced } => {
-                sent += 1;
-                println!("sent     {id} (a digest with {coalesced} repeat(s))");
+            delivery::Outcome::SentInDigest { mailed, repeats } => {
+                emails += 1;
+                if mailed == id {
+                    println!("sent     {id} (a digest with {repeats} held repeat(s))");
+                } else {
+                    println!(
+                        "sent     {id} in the digest of {mailed} (the newest, with {repeats} held repeat(s))"
+                    );
+                }
             }
-            delivery::Outcome::Kept(why) => println!("pending  {id}: {why}"),
-            delivery::Outcome::Held(why) => {
-                held += 1;
-                println!("held     {id}: {why}");
+            delivery::Outcome::Kept(why) | delivery::Outcome::NotTried(why) => {
+                println!("pending  {id}: {why}")
             }
+            delivery::Outcome::Held(why) => println!("held     {id}: {why}"),
             delivery::Outcome::Failed(why) => {
                 refused += 1;
                 println!("failed   {id}: {why}");
             }
         }
     }
-    // Whatever this run did or skipped (`--due`), the exit code says what is
-    // still waiting.
-    let still_pending = outbox.pending()?.len();
-    println!("{sent} sent, {held} held, {refused} refused, {still_pending} still pending");
-    Ok(if still_pending > 0 {
-        ExitCode::from(EXIT_STILL_PENDING)
+    // Whatever this run did or skipped (`--due`), the summary and the exit
+    // code say what is left: held reports wait by design (a digest, the
+    // hourly limit) and go by themselves; the others wait for a retry.
+    let held = outbox.held()?.len();
+    let waiting = outbox.pending()?.len().saturating_sub(held);
+    let reports_sent: usize = outcomes
+        .iter()
+        .map(|(_, o)| match o {
+            delivery::Outcome::Sent => 1,
+            delivery::Outcome::SentInDigest { repeats, .. } => 1 + repeats,
+            _ => 0,
+        })
+        .sum();
+    let sent = if reports_sent == emails {
+        format!("{emails} sent")
+    } else {
+        format!("{emails} sent (carrying {reports_sent} reports)")
+    };
+    println!("{sent}, {refused} refused; {held} held for a digest or the hourly limit, {waiting} waiting for a retry");
+    Ok(if waiting > 0 {
+        ExitCode::from(EXIT_WAITING_FOR_RETRY)
     } else if refused > 0 {
         ExitCode::from(EXIT_REFUSED)
     } else {

@@ -253,8 +253,9 @@ impl Outbox {
 pub fn listing(outbox: &Outbox) -> std::io::Result<String> {
     use std::fmt::Write as _;
     let now = std::time::SystemTime::now();
+    // (state's place, crash time, row): each state's reports oldest first.
     let mut rows = Vec::new();
-    for state in [PENDING, SENDING, FAILED, SENT] {
+    for (place, state) in [PENDING, SENDING, FAILED, SENT].into_iter().enumerate() {
         for entry in std::fs::read_dir(outbox.dir(state))?.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(id) = name.strip_suffix(".zip") else {
@@ -269,6 +270,13 @@ pub fn listing(outbox: &Outbox) -> std::io::Result<String> {
                 .ok()
                 .and_then(|zip| crate::bundle::read_report_meta(&zip).ok());
             let record = outbox.record(state, id);
+            let when = meta.as_ref().map(|m| m.time).or_else(|| {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .map(chrono::DateTime::<chrono::Utc>::from)
+            });
             // Age of the crash itself, not of the last attempt.
             let age = meta
                 .as_ref()
@@ -305,18 +313,24 @@ pub fn listing(outbox: &Outbox) -> std::io::Result<String> {
                 (PENDING, Some(held)) => format!("held: {held}"),
                 _ => record.last_error.clone().unwrap_or_default(),
             };
-            rows.push([
-                state.to_string(),
-                id.to_string(),
-                age,
-                app,
-                reason,
-                record.attempts.to_string(),
-                next,
-                error,
-            ]);
+            rows.push((
+                place,
+                when,
+                [
+                    state.to_string(),
+                    id.to_string(),
+                    age,
+                    app,
+                    reason,
+                    record.attempts.to_string(),
+                    next,
+                    error,
+                ],
+            ));
         }
     }
+    rows.sort_by_key(|a| (a.0, a.1));
+    let rows: Vec<[String; 8]> = rows.into_iter().map(|(_, _, row)| row).collect();
     let incoming = outbox.incoming()?.len();
     let mut out = String::new();
     if rows.is_empty() {

@@ -225,9 +225,11 @@ impl Mailer {
             outbox: &self.outbox,
         };
         Ok(match delivery.send_one(&id)? {
-            Some(crate::delivery::Outcome::Sent { .. }) => SendOutcome::Delivered { id },
+            Some(crate::delivery::Outcome::Sent)
+            | Some(crate::delivery::Outcome::SentInDigest { .. }) => SendOutcome::Delivered { id },
             Some(crate::delivery::Outcome::Failed(reason)) => SendOutcome::Refused { id, reason },
             Some(crate::delivery::Outcome::Kept(reason))
+            | Some(crate::delivery::Outcome::NotTried(reason))
             | Some(crate::delivery::Outcome::Held(reason)) => SendOutcome::Queued { id, reason },
             None => SendOutcome::Queued {
                 id,

@@ -548,12 +548,15 @@ impl Session {
                 Err(e) => log::error!("the outbox limits could not be applied: {e}"),
             }
             match delivery.send_one(&id) {
-                Ok(Some(Outcome::Sent { coalesced })) => log::info!(
-                    "report {id} sent to {} (with {coalesced} held repeat(s))",
+                Ok(Some(Outcome::Sent)) => {
+                    log::info!("report {id} sent to {}", config.smtp.to.join(", "))
+                }
+                Ok(Some(Outcome::SentInDigest { mailed, repeats })) => log::info!(
+                    "report {id} sent to {} in a digest: report {mailed} with {repeats} held repeat(s)",
                     config.smtp.to.join(", ")
                 ),
                 Ok(Some(Outcome::Held(why))) => log::info!("report {id} held: {why}"),
-                Ok(Some(Outcome::Kept(why))) => {
+                Ok(Some(Outcome::Kept(why) | Outcome::NotTried(why))) => {
                     log::warn!("report {id} kept for a later try: {why}")
                 }
                 Ok(Some(Outcome::Failed(why))) => log::error!("report {id} refused: {why}"),

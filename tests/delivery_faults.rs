@@ -46,8 +46,20 @@ fn server_down_with_twenty_queued_then_up_delivers_each_once() {
     let first = flush(&outbox, &config, Due::All);
     assert_eq!(first.len(), 20);
     assert!(
-        first.iter().all(|(_, o)| matches!(o, Outcome::Kept(_))),
+        matches!(&first[0].1, Outcome::Kept(why) if why.contains("connect")),
         "{first:?}"
+    );
+    assert!(
+        first[1..].iter().all(
+            |(_, o)| matches!(o, Outcome::NotTried(why) if why.contains("could not be reached"))
+        ),
+        "once the server cannot be reached, the rest of the flush is not tried: {first:?}"
+    );
+    assert_eq!(outbox.record(PENDING, &first[0].0).attempts, 1);
+    assert_eq!(
+        outbox.record(PENDING, &first[1].0).attempts,
+        0,
+        "a report not tried counts no attempt"
     );
     assert_eq!(
         zips_in(&outbox, PENDING),
@@ -64,7 +76,7 @@ fn server_down_with_twenty_queued_then_up_delivers_each_once() {
     assert!(
         second
             .iter()
-            .all(|(_, o)| matches!(o, Outcome::Sent { .. })),
+            .all(|(_, o)| matches!(o, Outcome::Sent | Outcome::SentInDigest { .. })),
         "{second:?}"
     );
     let ids = message_ids(&receiver);
@@ -100,6 +112,35 @@ fn one_report_through(
 }
 
 #[test]
+fn a_server_that_never_greets_costs_a_flush_one_timeout_not_one_per_report() {
+    let (peer, connections) = counting_peer(|_, c| {
+        // Accepts, then says nothing until the client gives up.
+        while c.recv().is_some() {}
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+    for crash in ["first crash", "second crash", "third crash", "fourth crash"] {
+        queue_report(&outbox, crash, b"log\n");
+    }
+    let config = config_for(dir.path(), peer.port, "", "MailsPerHour = 100\n");
+    let outcomes = flush(&outbox, &config, Due::All);
+    assert_eq!(outcomes.len(), 4);
+    assert!(matches!(&outcomes[0].1, Outcome::Kept(_)), "{outcomes:?}");
+    assert!(
+        outcomes[1..]
+            .iter()
+            .all(|(_, o)| matches!(o, Outcome::NotTried(_))),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "one connection waited out, not one per report"
+    );
+    assert_eq!(zips_in(&outbox, PENDING), 4, "nothing lost");
+}
+
+#[test]
 fn a_421_greeting_is_retried_and_then_delivered() {
     let (peer, _) = counting_peer(|n, c| {
         if n == 0 {
@@ -122,7 +163,7 @@ fn a_421_greeting_is_retried_and_then_delivered() {
         "backoff before the next try"
     );
     let second = flush(&outbox, &config, Due::All);
-    assert_eq!(second[0].1, Outcome::Sent { coalesced: 0 });
+    assert_eq!(second[0].1, Outcome::Sent);
 }
 
 #[test]
@@ -151,7 +192,7 @@ fn a_452_to_rcpt_is_retried_and_then_delivered() {
         "{first:?}"
     );
     let second = flush(&outbox, &config, Due::All);
-    assert_eq!(second[0].1, Outcome::Sent { coalesced: 0 });
+    assert_eq!(second[0].1, Outcome::Sent);
 }
 
 #[test]
@@ -183,7 +224,7 @@ fn a_connection_reset_in_the_middle_of_data_is_retried_and_then_delivered() {
     let first = flush(&outbox, &config, Due::All);
     assert!(matches!(&first[0].1, Outcome::Kept(_)), "{first:?}");
     let second = flush(&outbox, &config, Due::All);
-    assert_eq!(second[0].1, Outcome::Sent { coalesced: 0 });
+    assert_eq!(second[0].1, Outcome::Sent);
 }
 
 #[test]
@@ -287,7 +328,7 @@ fn a_size_limit_of_one_megabyte_with_five_megabytes_of_logs_is_kept_and_said() {
     queue_report(&outbox, "boom", &noisy_log(5 * 1024 * 1024));
     let config = config_for(dir.path(), peer.port, "", "");
     let outcomes = flush(&outbox, &config, Due::All);
-    assert_eq!(outcomes[0].1, Outcome::Sent { coalesced: 0 });
+    assert_eq!(outcomes[0].1, Outcome::Sent);
     let messages = received.lock().unwrap();
     assert_eq!(messages.len(), 1, "fitted before sending, not after a 552");
     assert!(
@@ -347,7 +388,7 @@ fn a_552_gets_one_more_try_without_the_minidump() {
     });
     let (_dir, outbox, config, _id) = one_report_through(peer.port);
     let outcomes = flush(&outbox, &config, Due::All);
-    assert_eq!(outcomes[0].1, Outcome::Sent { coalesced: 0 });
+    assert_eq!(outcomes[0].1, Outcome::Sent);
     assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
 
@@ -514,7 +555,13 @@ fn repeats_of_one_crash_are_mailed_once_then_as_one_digest_with_the_count() {
     let messages = receiver.messages();
     assert_eq!(messages.len(), 2, "one digest for the 99 repeats");
     let digest = parse_mail(&messages[1].data);
-    assert!(digest.text.contains("occurred 99 times"), "{}", digest.text);
+    assert!(
+        digest
+            .text
+            .contains("occurred 99 more times since the report mailed at"),
+        "{}",
+        digest.text
+    );
     assert_eq!(
         report_json(&digest)["occurrences"],
         1,
@@ -649,7 +696,7 @@ fn refused_credentials_wait_for_a_configuration_change_not_a_tight_loop() {
     let fixed = config_for(dir.path(), receiver.port(), &smtp("right"), "");
     assert_ne!(fixed.fingerprint, config.fingerprint);
     let after_fix = flush(&outbox, &fixed, Due::Only);
-    assert_eq!(after_fix, vec![(id, Outcome::Sent { coalesced: 0 })]);
+    assert_eq!(after_fix, vec![(id, Outcome::Sent)]);
 }
 
 #[test]
@@ -663,9 +710,7 @@ fn a_flush_of_several_reports_uses_one_connection_and_delivers_each_once() {
     let config = config_for(dir.path(), receiver.port(), "", "MailsPerHour = 100\n");
     let outcomes = flush(&outbox, &config, Due::All);
     assert!(
-        outcomes
-            .iter()
-            .all(|(_, o)| *o == Outcome::Sent { coalesced: 0 }),
+        outcomes.iter().all(|(_, o)| *o == Outcome::Sent),
         "{outcomes:?}"
     );
     let messages = receiver.messages();
@@ -751,33 +796,41 @@ fn a_line_dropped_or_a_421_after_the_second_of_five_messages_loses_nothing_and_s
         let dir = tempfile::tempdir().unwrap();
         let (outbox, first, accepted, _) =
             five_reports_through_a_peer_that_fails_after_two(dir.path(), fault, too_busy);
-        let sent = first
-            .iter()
-            .filter(|(_, o)| *o == Outcome::Sent { coalesced: 0 })
-            .count();
+        let sent = first.iter().filter(|(_, o)| *o == Outcome::Sent).count();
         assert_eq!(sent, 2, "{first:?}");
         assert_eq!(accepted.len(), 2, "both on the first connection");
         assert_eq!(zips_in(&outbox, SENT), 2, "the accepted two are sent");
         assert_eq!(zips_in(&outbox, PENDING), 3, "the rest wait");
-        for id in outbox.pending().unwrap() {
-            let record = outbox.record(PENDING, &id);
-            assert_eq!(record.attempts, 1, "{record:?}");
-            assert!(
-                record
-                    .last_error
-                    .as_deref()
-                    .is_some_and(|e| e.contains("421")),
-                "{record:?}"
-            );
-        }
+        let records: Vec<_> = outbox
+            .pending()
+            .unwrap()
+            .iter()
+            .map(|id| outbox.record(PENDING, id))
+            .collect();
+        let tried: Vec<_> = records.iter().filter(|r| r.attempts == 1).collect();
+        assert_eq!(
+            tried.len(),
+            1,
+            "the third met the busy server; the last two were not tried: {records:?}"
+        );
+        assert!(
+            tried[0]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("421")),
+            "{records:?}"
+        );
+        assert_eq!(
+            records.iter().filter(|r| r.attempts == 0).count(),
+            2,
+            "{records:?}"
+        );
 
         let receiver = LoopbackReceiver::start().unwrap();
         let config = config_for(dir.path(), receiver.port(), "", "MailsPerHour = 100\n");
         let second = flush(&outbox, &config, Due::All);
         assert_eq!(second.len(), 3, "only the three that waited: {second:?}");
-        assert!(second
-            .iter()
-            .all(|(_, o)| *o == Outcome::Sent { coalesced: 0 }));
+        assert!(second.iter().all(|(_, o)| *o == Outcome::Sent));
         let mut ids = accepted.clone();
         ids.extend(message_ids(&receiver));
         assert_eq!(ids.len(), 5);
@@ -798,12 +851,95 @@ fn a_connection_closed_between_messages_is_reopened_for_the_rest() {
             c.serve("250 ok", "235 ok");
         });
     assert!(
-        outcomes
-            .iter()
-            .all(|(_, o)| *o == Outcome::Sent { coalesced: 0 }),
+        outcomes.iter().all(|(_, o)| *o == Outcome::Sent),
         "{outcomes:?}"
     );
     assert_eq!(accepted.len(), 2);
     assert_eq!(connections.load(Ordering::SeqCst), 2, "reopened once");
     assert_eq!(zips_in(&outbox, SENT), 5);
+}
+
+#[test]
+fn flush_names_the_report_a_digest_carried_and_held_reports_alone_are_not_a_failure() {
+    let receiver = LoopbackReceiver::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+    config_for(
+        dir.path(),
+        receiver.port(),
+        "",
+        "RepeatWindow = 2s\nMailsPerHour = 100\n",
+    );
+    let flush_command = || {
+        let output = std::process::Command::new(crashmail_exe())
+            .args(["outbox", "flush"])
+            .env("CRASHMAIL_OUTBOX", outbox.root())
+            .env("AXIS_INI", dir.path().join("AXIS.INI"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.code(), stdout)
+    };
+    queue_report(&outbox, "the same panic", b"log\n");
+    let (code, stdout) = flush_command();
+    assert_eq!(code, Some(0), "{stdout}");
+
+    let mut repeats = Vec::new();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(5));
+        repeats.push(queue_report(&outbox, "the same panic", b"log\n"));
+    }
+    let (code, stdout) = flush_command();
+    assert_eq!(
+        code,
+        Some(0),
+        "held repeats go by themselves; nothing failed: {stdout}"
+    );
+    assert!(
+        stdout.contains("3 held for a digest or the hourly limit, 0 waiting for a retry"),
+        "{stdout}"
+    );
+
+    std::thread::sleep(Duration::from_millis(2200));
+    let (code, stdout) = flush_command();
+    assert_eq!(code, Some(0), "{stdout}");
+    let newest = &repeats[2];
+    assert!(
+        stdout.contains(&format!(
+            "sent     {} in the digest of {newest}",
+            repeats[0]
+        )),
+        "the line names the report the email carried: {stdout}"
+    );
+    assert!(stdout.contains("1 sent (carrying 3 reports)"), "{stdout}");
+    let digest = parse_mail(&receiver.messages()[1].data);
+    assert_eq!(report_json(&digest)["id"], newest.as_str());
+}
+
+#[test]
+fn outbox_list_shows_each_states_oldest_crash_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+    let mut ids = Vec::new();
+    for crash in ["first crash", "second crash", "third crash"] {
+        std::thread::sleep(Duration::from_millis(5));
+        ids.push(queue_report(&outbox, crash, b"log\n"));
+    }
+    // Files touched in the opposite order (a retry rewrites a record, a
+    // copy resets times): the crash time decides, not the file's.
+    for (age, id) in ids.iter().enumerate() {
+        let file = std::fs::File::options()
+            .append(true)
+            .open(outbox.dir(PENDING).join(format!("{id}.zip")))
+            .unwrap();
+        file.set_modified(std::time::SystemTime::now() - Duration::from_secs(60 * age as u64))
+            .unwrap();
+    }
+    let table = crashmail::outbox::listing(&outbox).unwrap();
+    let position = |crash: &str| table.find(crash).unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        position("first crash") < position("second crash")
+            && position("second crash") < position("third crash"),
+        "{table}"
+    );
 }

@@ -45,6 +45,10 @@ pub struct DeliveryError {
     pub message: String,
     /// The server's reply code, when it gave one.
     pub code: Option<u16>,
+    /// It happened while opening the connection (connecting, the greeting,
+    /// STARTTLS, EHLO, the login), before any message: the next message
+    /// sent now would meet it too.
+    pub while_opening: bool,
 }
 
 impl DeliveryError {
@@ -53,6 +57,7 @@ impl DeliveryError {
             kind,
             message: message.into(),
             code: None,
+            while_opening: false,
         }
     }
 
@@ -72,8 +77,10 @@ impl DeliveryError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
 enum Stage {
-    Connecting = 0,
-    Greeted = 1,
+    /// Connecting, greeting, securing, logging in.
+    Opening = 0,
+    /// A connection ready for MAIL FROM.
+    Ready = 1,
     Envelope = 2,
     /// The message was handed over; only the final reply is missing.
     MessageSent = 3,
@@ -185,9 +192,7 @@ impl Session {
             self.worker = Some(Worker::start(&self.smtp)?);
         }
         let worker = self.worker.as_ref().expect("started above");
-        worker
-            .stage
-            .store(Stage::Connecting as u8, Ordering::Release);
+        worker.stage.store(Stage::Opening as u8, Ordering::Release);
         if worker.jobs.send(Job::Send(envelope, build)).is_err() {
             self.worker = None;
             return Err(DeliveryError::new(
@@ -208,13 +213,16 @@ impl Session {
                 } else {
                     DeliveryErrorKind::Transient
                 };
-                Err(DeliveryError::new(
-                    kind,
-                    format!(
-                        "{}:{}: no end to the conversation within {deadline:?}",
-                        self.smtp.host, self.smtp.port
-                    ),
-                ))
+                Err(DeliveryError {
+                    while_opening: reached < Stage::Ready as u8,
+                    ..DeliveryError::new(
+                        kind,
+                        format!(
+                            "{}:{}: no end to the conversation within {deadline:?}",
+                            self.smtp.host, self.smtp.port
+                        ),
+                    )
+                })
             }
         }
     }
@@ -236,7 +244,7 @@ impl Worker {
     fn start(smtp: &SmtpConfig) -> Result<Worker, DeliveryError> {
         let (jobs, job_receiver) = std::sync::mpsc::channel();
         let (result_sender, results) = std::sync::mpsc::channel();
-        let stage = Arc::new(AtomicU8::new(Stage::Connecting as u8));
+        let stage = Arc::new(AtomicU8::new(Stage::Opening as u8));
         let worker_stage = stage.clone();
         let smtp = smtp.clone();
         std::thread::Builder::new()
@@ -311,11 +319,14 @@ fn transaction(
 ) -> Result<Delivered, DeliveryError> {
     let at = |e: lettre::transport::smtp::Error, what: &str| classify(smtp, e, what);
     if open.is_none() {
-        stage.store(Stage::Connecting as u8, Ordering::Release);
-        *open = Some(connect(smtp, stage)?);
+        stage.store(Stage::Opening as u8, Ordering::Release);
+        *open = Some(connect(smtp).map_err(|error| DeliveryError {
+            while_opening: true,
+            ..error
+        })?);
     }
     let open = open.as_mut().expect("opened above");
-    stage.store(Stage::Greeted as u8, Ordering::Release);
+    stage.store(Stage::Ready as u8, Ordering::Release);
     let limit = match (smtp.max_message_size, open.server_size_limit) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -378,7 +389,7 @@ fn transaction(
 }
 
 /// Connects, greets, secures and logs in: a connection ready for MAIL FROM.
-fn connect(smtp: &SmtpConfig, stage: &AtomicU8) -> Result<Open, DeliveryError> {
+fn connect(smtp: &SmtpConfig) -> Result<Open, DeliveryError> {
     let at = |e: lettre::transport::smtp::Error, what: &str| classify(smtp, e, what);
     let client_id = client_id(smtp);
     let wrapper = match smtp.security {
@@ -396,7 +407,6 @@ fn connect(smtp: &SmtpConfig, stage: &AtomicU8) -> Result<Open, DeliveryError> {
     connection
         .set_timeout(Some(smtp.timeout))
         .map_err(|e| DeliveryError::new(DeliveryErrorKind::Transient, e.to_string()))?;
-    stage.store(Stage::Greeted as u8, Ordering::Release);
 
     if smtp.security == Security::StartTls {
         if !connection.can_starttls() {
@@ -505,6 +515,7 @@ fn classify(smtp: &SmtpConfig, error: lettre::transport::smtp::Error, what: &str
         kind,
         message: format!("{}:{}: {what}: {detail}", smtp.host, smtp.port),
         code,
+        while_opening: false,
     }
 }
 

@@ -236,6 +236,46 @@ fn log_with_invalid_utf8_arrives_byte_for_byte() {
     let on_disk = std::fs::read(&harness.log).unwrap();
     assert_eq!(mail.entries["logs/app.log"], on_disk);
     assert!(on_disk.starts_with(b"ok\n\xff\xfe raw\n"));
+
+    // The support engineer reads the received email: the lines are shown,
+    // the invalid bytes as replacement characters, and inspect succeeds.
+    let eml = harness.dir.path().join("received.eml");
+    std::fs::write(&eml, &harness.first_message().data).unwrap();
+    let output = harness
+        .crashmail()
+        .args(["inspect", eml.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(shown.contains("\u{fffd}\u{fffd} raw"), "{shown}");
+}
+
+#[test]
+fn a_log_file_dated_before_1980_is_stored_without_error() {
+    // Zip timestamps start in 1980; a file restored from an old archive or
+    // touched by a broken clock must still travel.
+    let harness = Harness::new();
+    let old_log = harness.dir.path().join("old.log");
+    std::fs::write(&old_log, b"written long ago\n").unwrap();
+    let long_ago = std::time::UNIX_EPOCH + Duration::from_secs(86_400 * 365 * 5);
+    std::fs::File::options()
+        .append(true)
+        .open(&old_log)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    let mut ini = std::fs::read_to_string(&harness.ini).unwrap();
+    ini.push_str(&format!("[report]\nLogFiles = {}\n", old_log.display()));
+    std::fs::write(&harness.ini, ini).unwrap();
+    harness.run_sample("panic");
+    let mail = parse_mail(&harness.first_message().data);
+    assert_eq!(mail.entries["logs/old.log"], b"written long ago\n");
+    assert!(
+        mail.entries.contains_key("logs/app.log"),
+        "{:?}",
+        mail.entries.keys()
+    );
 }
 
 #[test]

@@ -53,6 +53,12 @@ impl ReportContents {
             .working_directory
             .as_deref()
             .map(|p| secrets.scrub_text(p));
+        if let Some(process) = &mut self.system.process {
+            process.command_line = process
+                .command_line
+                .as_deref()
+                .map(|line| secrets.scrub_text(line));
+        }
         for crumb in &mut self.breadcrumbs {
             *crumb = secrets.scrub_text(crumb);
         }

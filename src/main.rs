@@ -124,6 +124,10 @@ enum Command {
         kind: String,
         #[arg(long)]
         log: Option<PathBuf>,
+        /// Ignored: options as a real application's command line has them
+        /// (the privacy tests plant secrets here).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ignored: Vec<String>,
     },
 }
 
@@ -422,7 +426,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::SampleApp { kind, log } => {
+        Command::SampleApp { kind, log, .. } => {
             let code = crashmail::sample_app::run(&kind, log);
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }

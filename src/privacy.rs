@@ -55,10 +55,52 @@ impl Secrets {
         if let Some(password) = smtp_password {
             secrets.add(password);
         }
+        secrets.ordered()
+    }
+
+    /// These secrets and those of a command line: the value of an option
+    /// whose name marks a secret (`--password=x`, `--api-token x`,
+    /// `DB_PASSWORD=x`) and credentials inside URLs.
+    pub fn with_command_line<'a>(mut self, args: impl IntoIterator<Item = &'a str>) -> Secrets {
+        let names_secret = |name: &str| {
+            let upper = name.trim_start_matches('-').to_ascii_uppercase();
+            SECRET_NAME_PARTS.iter().any(|part| upper.contains(part))
+        };
+        let mut value_follows = false;
+        for arg in args {
+            if value_follows && !arg.starts_with('-') {
+                self.add(arg);
+            }
+            value_follows = false;
+            match arg.split_once('=') {
+                Some((name, value)) if names_secret(name) => self.add(value),
+                Some(_) => {}
+                None => value_follows = arg.starts_with('-') && names_secret(arg),
+            }
+            for credential in url_credentials(arg) {
+                self.add(&credential);
+            }
+        }
+        self.ordered()
+    }
+
+    /// The command line of a running process, read from `/proc`.
+    pub fn command_line_of(pid: u32) -> Option<Vec<String>> {
+        let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        Some(
+            bytes
+                .split(|b| *b == 0)
+                .filter(|part| !part.is_empty())
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect(),
+        )
+    }
+
+    fn ordered(mut self) -> Secrets {
         // Longest first: a secret that contains another is replaced whole.
-        secrets.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        secrets.values.dedup();
-        secrets
+        self.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        self.values.dedup();
+        self
     }
 
     /// The environment of a running process, read from `/proc`.
@@ -209,6 +251,29 @@ mod tests {
         secrets().scrub_bytes(&mut bytes);
         assert_eq!(bytes.len(), before);
         assert_eq!(&bytes[..24], b"API_TOKEN=**************");
+    }
+
+    #[test]
+    fn options_naming_a_secret_lose_their_values() {
+        let secrets = Secrets::default().with_command_line([
+            "myapp",
+            "--password=cmdlinepw55",
+            "--api-token",
+            "tok_from_argv",
+            "DB_PASSWORD=envstyle99",
+            "--proxy=http://bob:argvpw77@proxy.example.com",
+            "--verbose",
+            "orders.csv",
+        ]);
+        let text = "myapp --password=cmdlinepw55 --api-token tok_from_argv DB_PASSWORD=envstyle99 --proxy=http://bob:argvpw77@proxy.example.com --verbose orders.csv";
+        let scrubbed = secrets.scrub_text(text);
+        for secret in ["cmdlinepw55", "tok_from_argv", "envstyle99", "argvpw77"] {
+            assert!(!scrubbed.contains(secret), "{scrubbed}");
+        }
+        assert!(
+            scrubbed.contains("--verbose orders.csv"),
+            "ordinary arguments stay: {scrubbed}"
+        );
     }
 
     #[test]

@@ -487,7 +487,7 @@ impl Session {
             minidump,
             signal_record: crash.signal,
             abnormal_exit,
-            secrets: self.secrets(hello.pid),
+            secrets: self.secrets(hello.pid, crash.process.as_ref()),
             process: crash.process,
             exit_status: crash.exit_status,
             out_of_memory: crash.out_of_memory,
@@ -579,8 +579,18 @@ impl Session {
 
     /// What must not appear in this application's reports: secrets of its
     /// environment (read while it is alive, else this watcher's own, which it
-    /// inherited), and the SMTP password.
-    fn secrets(&self, pid: u32) -> crate::privacy::Secrets {
+    /// inherited) and of its command line, and the SMTP password.
+    fn secrets(
+        &self,
+        pid: u32,
+        process: Option<&crate::collect::ProcessFacts>,
+    ) -> crate::privacy::Secrets {
+        // Both: a process that has died (a zombie) shows an empty command
+        // line, and the one taken at the crash is joined by spaces.
+        let mut command_line = crate::privacy::Secrets::command_line_of(pid).unwrap_or_default();
+        if let Some(line) = process.and_then(|p| p.command_line.as_deref()) {
+            command_line.extend(line.split_whitespace().map(str::to_string));
+        }
         let mut environment = crate::privacy::Secrets::environment_of(pid);
         environment.extend(std::env::vars_os().map(|(k, v)| {
             (
@@ -595,6 +605,7 @@ impl Session {
                 .and_then(|c| c.smtp.password.as_ref())
                 .map(|p| p.expose()),
         )
+        .with_command_line(command_line.iter().map(String::as_str))
     }
 
     /// Sends what earlier runs left behind, now that the application is gone.

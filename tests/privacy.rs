@@ -1,5 +1,5 @@
-//! No secret in any report: planted in the environment, in AXIS.INI and in
-//! a log line, then searched for everywhere the report went.
+//! No secret in any report: planted in the environment, on the command
+//! line, in AXIS.INI and in a log line, then searched for everywhere the report went.
 
 mod common;
 
@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-const SECRETS: [&str; 3] = ["tok_example123", "pw123", "s3cret"];
+const SECRETS: [&str; 4] = ["tok_example123", "pw123", "s3cret", "argv_pw_55"];
 
 fn assert_clean(what: &str, bytes: &[u8]) {
     for secret in SECRETS {
@@ -76,7 +76,7 @@ fn secrets_from_the_environment_the_ini_and_a_log_reach_no_report() {
     for kind in ["panic", "segv"] {
         let status = Command::new("sh")
             .arg("-c")
-            .arg("umask 022; exec \"$0\" sample-app \"$1\" --log \"$2\"")
+            .arg("umask 022; exec \"$0\" sample-app \"$1\" --log \"$2\" --db-password=argv_pw_55 --verbose")
             .arg(crashmail_exe())
             .arg(kind)
             .arg(&log)
@@ -111,6 +111,10 @@ fn secrets_from_the_environment_the_ini_and_a_log_reach_no_report() {
         assert!(
             system.contains("\"working_directory\": \"~/work\""),
             "{system}"
+        );
+        assert!(
+            system.contains("--db-password=********** --verbose"),
+            "the command line is shown with its secret masked: {system}"
         );
         let log = String::from_utf8_lossy(&mail.entries["logs/app.log"]).into_owned();
         assert!(

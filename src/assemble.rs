@@ -191,7 +191,7 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
     };
     let signature = report::signature(kind, &reason_class, &signature_functions);
     let shown_frames: Vec<String> = if kind == ReportKind::Panic {
-        application_frames
+        report::shown_application_frames(&application_frames)
             .iter()
             .take(dump::TOP_FRAMES)
             .map(|f| f.display())

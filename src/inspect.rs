@@ -210,7 +210,7 @@ pub fn view(report: &OpenedReport, options: &ShowOptions) -> InspectView {
         .filter(|f| !f.is_empty());
     let from_backtrace = report.entries.get(BACKTRACE_TXT).map(|bytes| {
         let frames = report::parse_std_backtrace(&String::from_utf8_lossy(bytes));
-        report::application_frames(&frames)
+        report::shown_application_frames(&report::application_frames(&frames))
             .iter()
             .take(dump::TOP_FRAMES)
             .map(|f| f.display())

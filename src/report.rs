@@ -250,12 +250,34 @@ pub fn is_unnamed(function: &str) -> bool {
     function.contains(" + 0x") || function.starts_with("0x")
 }
 
-/// The application's frames, top first, with machinery skipped.
+/// The application's frames, top first, with machinery skipped: the panic
+/// and unwinding machinery by name, and the Rust runtime's own functions by
+/// where their source lives (a function inlined from the standard library
+/// is named by its debug info without its path: `call_once<…>`).
 pub fn application_frames(frames: &[Frame]) -> Vec<&Frame> {
     frames
         .iter()
         .filter(|f| !is_machinery(&f.function))
+        .filter(|f| !f.location.as_deref().is_some_and(is_toolchain_source))
         .collect()
+}
+
+/// A source location inside the Rust toolchain's own library: `/rustc/<commit>/library/…`
+/// as the release toolchain records it, or the `rust-src` copy of a local one.
+fn is_toolchain_source(location: &str) -> bool {
+    location.starts_with("/rustc/")
+        || location.contains("/lib/rustlib/src/rust/library/")
+        || location.contains("/.rustup/toolchains/")
+}
+
+/// The frames to show, top first: the application's, ending with its last
+/// named one (what lies below it is the runtime's start-up or libc's).
+pub fn shown_application_frames<'f, 'a>(frames: &'f [&'a Frame]) -> &'f [&'a Frame] {
+    let end = frames
+        .iter()
+        .rposition(|f| !is_unnamed(&f.function))
+        .map_or(frames.len(), |last| last + 1);
+    &frames[..end]
 }
 
 /// How many application frames make up a signature.
@@ -408,6 +430,33 @@ mod tests {
             app,
             vec!["myapp::parse::<u8>::h0123456789abcdef", "myapp::main"]
         );
+    }
+
+    #[test]
+    fn the_toolchains_inlined_runtime_frames_and_what_lies_below_main_are_not_shown() {
+        let frame = |function: &str, location: Option<&str>| Frame {
+            function: function.to_string(),
+            location: location.map(str::to_string),
+        };
+        let frames = [
+            frame("myapp::parse", Some("/src/myapp/src/parse.rs:12")),
+            frame("myapp::main", Some("/src/myapp/src/main.rs:3")),
+            frame(
+                "call_once<fn() -> std::process::ExitCode, ()>",
+                Some("/rustc/59807616e1fa/library/core/src/ops/function.rs:250"),
+            ),
+            frame(
+                "{closure#0}<std::process::ExitCode>",
+                Some("/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/lib/rustlib/src/rust/library/std/src/rt.rs:206"),
+            ),
+            frame("libc.so.6 + 0x2724a", None),
+        ];
+        let application = application_frames(&frames);
+        let shown: Vec<&str> = shown_application_frames(&application)
+            .iter()
+            .map(|f| f.function.as_str())
+            .collect();
+        assert_eq!(shown, vec!["myapp::parse", "myapp::main"]);
     }
 
     #[test]

@@ -35,7 +35,6 @@ pub fn run(options: DemoOptions) -> anyhow::Result<bool> {
     let work = out.join("work");
     crashmail_handler::create_private_dir(&work)?;
     let outbox = work.join("outbox");
-    let log = work.join("app.log");
 
     let (receiver, ini) = match &options.ini {
         Some(ini) => {
@@ -62,11 +61,19 @@ pub fn run(options: DemoOptions) -> anyhow::Result<bool> {
     let mut all_complete = true;
     for (step, kind) in ["panic", "segv"].into_iter().enumerate() {
         println!("\n=== {}. the sample application: {kind} ===", step + 1);
+        // Each run logs into its own folder, so that each report carries
+        // its own run's lines.
+        let run_dir = work.join(kind);
+        crashmail_handler::create_private_dir(&run_dir)?;
         let output = Command::new(&exe)
             .args(["sample-app", kind, "--log"])
-            .arg(&log)
+            .arg(run_dir.join("app.log"))
             .env(crashmail_handler::OUTBOX_ENV, &outbox)
             .env(crate::config::AXIS_INI_ENV, &ini)
+            // The application's stderr as a user sees it by default: the
+            // panic message, not a second backtrace (the report has one).
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
             .output()?;
         for line in String::from_utf8_lossy(&output.stderr).lines() {
             println!("  app stderr | {line}");

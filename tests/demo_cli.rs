@@ -13,6 +13,7 @@ fn demo_leaves_two_complete_emails() {
         .arg(out.path())
         .env_remove("AXIS_INI")
         .env_remove("CRASHMAIL_OUTBOX")
+        .env("RUST_BACKTRACE", "1")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -22,6 +23,10 @@ fn demo_leaves_two_complete_emails() {
         stderr(&output)
     );
     assert!(stdout.contains("Both reports arrived complete"), "{stdout}");
+    assert!(
+        !stdout.contains("stack backtrace:"),
+        "the application's stderr as a user sees it by default: {stdout}"
+    );
 
     let panic = parse_mail(&std::fs::read(out.path().join("1-panic.eml")).unwrap());
     assert_eq!(report_json(&panic)["panic"]["message"], "bad index 7");
@@ -41,6 +46,10 @@ fn demo_leaves_two_complete_emails() {
         }
         assert!(mail.entries.keys().any(|k| k.starts_with("logs/")));
     }
+    // Each report carries its own run's log, not the other run's lines.
+    let segv_log = String::from_utf8_lossy(&segv.entries["logs/app.log"]).into_owned();
+    assert!(!segv_log.contains("crash: panic"), "{segv_log}");
+    assert!(segv_log.contains("crash: segv"), "{segv_log}");
 }
 
 #[test]

@@ -8,7 +8,7 @@
 use crate::report::ReportMeta;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,7 +36,11 @@ pub struct Group {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Triage {
     pub groups: Vec<Group>,
+    /// Distinct reports counted.
     pub reports: u64,
+    /// Further copies of a report already counted (the same report id: a
+    /// resend, the email beside the outbox's zip), not counted again.
+    pub copies: u64,
     pub skipped: Vec<(String, String)>,
 }
 
@@ -60,13 +64,23 @@ impl Item {
 fn files_under(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut stack: Vec<PathBuf> = paths.to_vec();
+    let named = |path: &std::path::Path, e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+    };
     while let Some(path) = stack.pop() {
-        let meta = std::fs::metadata(&path)?;
+        let meta = std::fs::metadata(&path).map_err(|e| named(&path, e))?;
         if meta.is_dir() {
-            for entry in std::fs::read_dir(&path)? {
-                let entry = entry?;
+            for entry in std::fs::read_dir(&path).map_err(|e| named(&path, e))? {
+                let entry = entry.map_err(|e| named(&path, e))?;
                 // Maildir's tmp/ holds messages still being written.
                 if entry.file_name() == "tmp" && path.join("cur").is_dir() {
+                    continue;
+                }
+                // Hidden files found in a folder (an outbox's claim owners,
+                // editors' leftovers) are not reports; a hidden folder (a
+                // Maildir++ subfolder) is walked.
+                let hidden = entry.file_name().to_string_lossy().starts_with('.');
+                if hidden && entry.file_type().is_ok_and(|t| t.is_file()) {
                     continue;
                 }
                 stack.push(entry.path());
@@ -178,6 +192,7 @@ pub fn triage(
 
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     let mut triage = Triage::default();
+    let mut seen = HashSet::new();
     for (index, result) in results {
         let meta = match result {
             Ok(meta) => meta,
@@ -187,6 +202,10 @@ pub fn triage(
             }
         };
         if since.is_some_and(|since| meta.time < since) {
+            continue;
+        }
+        if !seen.insert(meta.id) {
+            triage.copies += 1;
             continue;
         }
         triage.reports += 1;
@@ -248,13 +267,17 @@ pub fn render(triage: &Triage) -> String {
             group.last_seen.format("%Y-%m-%d %H:%M"),
             cut(&versions.join(","), 14),
             group.hosts.len(),
-            cut(&group.signature, 60),
+            cut_middle(&group.signature, 60),
             group.example
         );
     }
+    let copies = match triage.copies {
+        0 => String::new(),
+        n => format!(" ({n} more cop(ies) of the same reports counted once)"),
+    };
     let _ = writeln!(
         out,
-        "\n{} report(s), {} distinct crash(es)",
+        "\n{} report(s){copies}, {} distinct crash(es)",
         triage.reports,
         triage.groups.len()
     );
@@ -272,6 +295,22 @@ pub fn render(triage: &Triage) -> String {
         }
     }
     out
+}
+
+/// A signature cut to `width` in its middle: the reason at its start and the
+/// outermost frame at its end both stay, which is where signatures that
+/// share their first frames differ.
+fn cut_middle(text: &str, width: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= width {
+        return text.to_string();
+    }
+    let head = (width - 1) / 2;
+    let tail = width - 1 - head;
+    let mut kept: String = chars[..head].iter().collect();
+    kept.push('…');
+    kept.extend(&chars[chars.len() - tail..]);
+    kept
 }
 
 /// `2026-12-01`, or an RFC 3339 time.
@@ -296,6 +335,16 @@ mod tests {
         assert_eq!(messages.len(), 2);
         assert!(String::from_utf8_lossy(&messages[0]).contains("\nFrom the start\n"));
         assert!(String::from_utf8_lossy(&messages[1]).starts_with("Subject: two"));
+    }
+
+    #[test]
+    fn signatures_that_share_their_start_stay_apart_when_cut() {
+        let a = "panic | bad index N | crashy::parse_order_line < crashy::crash < crashy::main";
+        let b = "panic | bad index N | crashy::parse_order_line < crashy::crash::{{closure}} < set_alt_signal_stack_and_start";
+        assert_ne!(cut_middle(a, 60), cut_middle(b, 60));
+        assert_eq!(cut_middle(a, 60).chars().count(), 60);
+        assert!(cut_middle(a, 60).starts_with("panic | bad index N"));
+        assert_eq!(cut_middle("short", 60), "short");
     }
 
     #[test]

@@ -23,14 +23,14 @@ fn reports_from_every_kind_of_mailbox_group_by_signature() {
     for n in 0..30 {
         std::fs::write(
             maildir.join("cur").join(format!("{n}.host:2,S")),
-            fixture("demo-segv.eml"),
+            another_report(&fixture("demo-segv.eml"), n),
         )
         .unwrap();
     }
     for n in 0..12 {
         std::fs::write(
             maildir.join("new").join(format!("p{n}.host")),
-            fixture("demo-panic.eml"),
+            another_report(&fixture("demo-panic.eml"), 100 + n),
         )
         .unwrap();
     }
@@ -38,16 +38,17 @@ fn reports_from_every_kind_of_mailbox_group_by_signature() {
     std::fs::write(maildir.join("tmp").join("partial"), b"Subject: half").unwrap();
 
     let mut mbox = Vec::new();
-    for _ in 0..3 {
+    for n in 0..3 {
         mbox.extend_from_slice(b"From support@example.com Thu Dec  3 10:00:00 2026\n");
-        mbox.extend_from_slice(&fixture("demo-panic.eml"));
+        mbox.extend_from_slice(&another_report(&fixture("demo-panic.eml"), 200 + n));
         mbox.extend_from_slice(b"\n");
     }
     std::fs::write(dir.path().join("archive.mbox"), mbox).unwrap();
 
     let zips = dir.path().join("zips/nested");
     std::fs::create_dir_all(&zips).unwrap();
-    let zip = crashmail::inspect::zip_from_email(&fixture("demo-segv.eml")).unwrap();
+    let zip = crashmail::inspect::zip_from_email(&another_report(&fixture("demo-segv.eml"), 300))
+        .unwrap();
     std::fs::write(zips.join("crash.zip"), zip).unwrap();
     std::fs::write(zips.join("notes.txt"), b"not a report").unwrap();
 
@@ -101,4 +102,50 @@ fn reports_from_every_kind_of_mailbox_group_by_signature() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&later.stdout).contains("0 report(s)"));
+}
+
+#[test]
+fn copies_of_one_report_count_once() {
+    // The same report in the inbox and in a colleague's forward, and the
+    // outbox's zip of it beside them: one crash.
+    let dir = tempfile::tempdir().unwrap();
+    let email = fixture("demo-segv.eml");
+    std::fs::write(dir.path().join("inbox.eml"), &email).unwrap();
+    std::fs::write(dir.path().join("copy.eml"), &email).unwrap();
+    std::fs::write(
+        dir.path().join("sent.zip"),
+        crashmail::inspect::zip_from_email(&email).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("other.eml"), another_report(&email, 1)).unwrap();
+    // A hidden file (an outbox's claim owner) is not a report to skip.
+    std::fs::write(dir.path().join(".owner-123"), b"").unwrap();
+    let output = Command::new(crashmail_exe())
+        .arg("triage")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(
+            "2 report(s) (2 more cop(ies) of the same reports counted once), 1 distinct crash(es)"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("skipped"), "{text}");
+}
+
+#[test]
+fn a_path_that_is_not_there_is_named() {
+    let output = Command::new(crashmail_exe())
+        .args(["triage", "/nonexistent/reports"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("/nonexistent/reports: No such file or directory"),
+        "{}",
+        stderr(&output)
+    );
 }

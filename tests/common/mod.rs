@@ -8,6 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+/// What the benches share: many distinct reports made from one email.
+#[path = "../../benches/common/mod.rs"]
+mod bench_common;
+#[allow(unused_imports)]
+pub use bench_common::another_report;
+
 /// How long a test waits for an email.
 pub const MAIL_WAIT: Duration = Duration::from_secs(30);
 

@@ -321,10 +321,12 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub enum ConfigError {
     #[error("no AXIS.INI found: $AXIS_INI is not set, and there is none in {} (name a file with --ini, or run `crashmail setup`)", .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" or "))]
     NotFound { searched: Vec<PathBuf> },
-    #[error("{}: cannot read: {source}", .path.display())]
+    // The cause is said in the message, not chained as a source, so that a
+    // binary printing the whole chain says it once.
+    #[error("{}: cannot read: {cause}", .path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{}:{line}: {message}", .path.display())]
     Syntax {
@@ -337,11 +339,14 @@ pub enum ConfigError {
         path: PathBuf,
         section: &'static str,
     },
-    #[error("{}: [{section}] {key} is required", .path.display())]
+    #[error("{}: [{section}] {key} is required{near_miss}", .path.display())]
     MissingKey {
         path: PathBuf,
         section: &'static str,
         key: &'static str,
+        /// A key of the section that is most likely this one misspelt:
+        /// `" (line 3 has Servr: did you mean Server?)"`, or empty.
+        near_miss: String,
     },
     #[error("{}:{}: [{section}] {key} = {value:?}: {why}", .path.display(), .line.map(|l| l.to_string()).unwrap_or_else(|| "?".into()))]
     Invalid {
@@ -415,9 +420,9 @@ fn find_in_dir(dir: &Path) -> Option<PathBuf> {
 
 /// Reads and validates `AXIS.INI`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+    let bytes = std::fs::read(path).map_err(|cause| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     let mut config = parse(path, &bytes)?;
     config.fingerprint = fingerprint(path, config.smtp.password_file.as_deref());
@@ -553,10 +558,26 @@ impl Reader<'_> {
     }
 
     fn missing(&self, section: &'static str, key: &'static str) -> ConfigError {
+        let known = if section == SMTP {
+            SMTP_KEYS
+        } else {
+            REPORT_KEYS
+        };
+        let near_miss = self
+            .document
+            .entries
+            .iter()
+            .filter(|e| e.is_in(section) && !known.iter().any(|k| k.eq_ignore_ascii_case(&e.key)))
+            .find(|e| {
+                ini::nearest(&e.key, known).is_some_and(|near| near.eq_ignore_ascii_case(key))
+            })
+            .map(|e| format!(" (line {} has {}: did you mean {key}?)", e.line, e.key))
+            .unwrap_or_default();
         ConfigError::MissingKey {
             path: self.path.to_path_buf(),
             section,
             key,
+            near_miss,
         }
     }
 
@@ -584,7 +605,25 @@ impl Reader<'_> {
             } else if entry.is_in(REPORT) {
                 REPORT_KEYS
             } else {
-                // Other sections belong to the application.
+                // Other sections belong to the application; but one of
+                // crashmail's keys before any section is most likely meant
+                // for it, and is read by nobody.
+                if entry.section.is_empty() {
+                    if let Some(owner) = [(SMTP, SMTP_KEYS), (REPORT, REPORT_KEYS)]
+                        .iter()
+                        .find(|(_, keys)| keys.iter().any(|k| k.eq_ignore_ascii_case(&entry.key)))
+                        .map(|(section, _)| section)
+                    {
+                        self.warnings.push(ConfigWarning {
+                            path: self.path.to_path_buf(),
+                            line: Some(entry.line),
+                            message: format!(
+                                "{} comes before any [section] and is ignored; put it under [{owner}]",
+                                entry.key
+                            ),
+                        });
+                    }
+                }
                 continue;
             };
             if known.iter().any(|k| k.eq_ignore_ascii_case(&entry.key)) {
@@ -1205,6 +1244,39 @@ mod tests {
         let err = parse_text("[SMTP]\nserver = a.example\nsecurity = maybe\nto = s@example.com\ndomain = example.com\n").unwrap_err();
         assert!(err.to_string().contains(":3:"), "{err}");
         assert!(err.to_string().contains("Security"), "{err}");
+    }
+
+    #[test]
+    fn a_required_key_misspelt_is_named_in_the_error() {
+        let err = parse_text("[smtp]\nServr = 127.0.0.1\nTo = a@b.example\nDomain = example.com\n")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "AXIS.INI: [smtp] Server is required (line 2 has Servr: did you mean Server?)"
+        );
+    }
+
+    #[test]
+    fn a_key_before_any_section_is_warned_about() {
+        let config = parse_text(
+            "Timeout = 5\n[smtp]\nServer = a.example\nTo = s@example.com\nDomain = example.com\n",
+        )
+        .unwrap();
+        assert!(
+            config.warnings.iter().any(|w| w.line == Some(1)
+                && w.message.contains(
+                    "Timeout comes before any [section] and is ignored; put it under [smtp]"
+                )),
+            "{:?}",
+            config.warnings
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_says_why_once() {
+        let err = load(Path::new("/nonexistent/AXIS.INI")).unwrap_err();
+        let chain = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(chain.matches("No such file").count(), 1, "{chain}");
     }
 
     #[test]

@@ -125,7 +125,10 @@ fn a_server_that_never_greets_costs_a_flush_one_timeout_not_one_per_report() {
     let config = config_for(dir.path(), peer.port, "", "MailsPerHour = 100\n");
     let outcomes = flush(&outbox, &config, Due::All);
     assert_eq!(outcomes.len(), 4);
-    assert!(matches!(&outcomes[0].1, Outcome::Kept(_)), "{outcomes:?}");
+    assert!(
+        matches!(&outcomes[0].1, Outcome::Kept(why) if why.contains("sent no greeting within 2s")),
+        "{outcomes:?}"
+    );
     assert!(
         outcomes[1..]
             .iter()
@@ -138,6 +141,20 @@ fn a_server_that_never_greets_costs_a_flush_one_timeout_not_one_per_report() {
         "one connection waited out, not one per report"
     );
     assert_eq!(zips_in(&outbox, PENDING), 4, "nothing lost");
+}
+
+#[test]
+fn a_server_that_hangs_up_before_greeting_is_named_so_and_retried() {
+    let (peer, _) = counting_peer(|_, _| {
+        // Accepts and closes at once.
+    });
+    let (_dir, outbox, config, id) = one_report_through(peer.port);
+    let outcomes = flush(&outbox, &config, Due::All);
+    assert!(
+        matches!(&outcomes[0].1, Outcome::Kept(why) if why.contains("closed it without a greeting")),
+        "{outcomes:?}"
+    );
+    assert_eq!(outbox.record(PENDING, &id).attempts, 1);
 }
 
 #[test]

@@ -403,7 +403,7 @@ fn connect(smtp: &SmtpConfig) -> Result<Open, DeliveryError> {
         wrapper.as_ref(),
         None,
     )
-    .map_err(|e| at(e, "connect"))?;
+    .map_err(|e| connect_failure(smtp, e))?;
     connection
         .set_timeout(Some(smtp.timeout))
         .map_err(|e| DeliveryError::new(DeliveryErrorKind::Transient, e.to_string()))?;
@@ -517,6 +517,39 @@ fn classify(smtp: &SmtpConfig, error: lettre::transport::smtp::Error, what: &str
         code,
         while_opening: false,
     }
+}
+
+/// Why opening the connection failed, in the words `crashmail check` uses:
+/// lettre waits for the greeting within the connect deadline, and reports
+/// its absence as a bare read error.
+fn connect_failure(smtp: &SmtpConfig, error: lettre::transport::smtp::Error) -> DeliveryError {
+    let io_kind = {
+        let mut source = std::error::Error::source(&error);
+        let mut kind = None;
+        while let Some(cause) = source {
+            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                kind = Some(io.kind());
+            }
+            source = cause.source();
+        }
+        kind
+    };
+    let silent = matches!(io_kind, Some(std::io::ErrorKind::WouldBlock));
+    let closed = error.is_response() && error.to_string().contains("incomplete");
+    let detail = if silent {
+        format!(
+            "the server accepted the connection but sent no greeting within {}s (is this port an SMTP server?)",
+            smtp.connect_timeout.as_secs()
+        )
+    } else if closed {
+        "the server accepted the connection and closed it without a greeting (busy, or refusing this client)".to_string()
+    } else {
+        return classify(smtp, error, "connect");
+    };
+    DeliveryError::new(
+        DeliveryErrorKind::Transient,
+        format!("{}:{}: {detail}", smtp.host, smtp.port),
+    )
 }
 
 /// The EHLO name (see [`SmtpConfig::ehlo_name`]), else the address literal

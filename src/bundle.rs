@@ -154,6 +154,19 @@ pub fn read_report_meta(zip: &[u8]) -> Result<ReportMeta, String> {
     serde_json::from_slice(&json).map_err(|e| format!("report.json is invalid: {e}"))
 }
 
+/// The names of a zip's entries (none when its directory cannot be read).
+pub fn zip_entry_names(bytes: &[u8]) -> Vec<String> {
+    zip::ZipArchive::new(Cursor::new(bytes))
+        .map(|archive| {
+            archive
+                .file_names()
+                .take(MAX_ENTRIES)
+                .filter_map(|name| name.ok().map(|n| n.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The entries of a report zip, by name.
 pub fn read_zip_entries(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, zip::result::ZipError> {
     read_zip_entries_where(bytes, |_| true)

@@ -1,7 +1,7 @@
 //! Reading a report back: from its zip, from the email that carried it, or
 //! from an extracted folder; and the summary a support engineer reads.
 
-use crate::bundle::{self, BACKTRACE_TXT, MINIDUMP_DMP, REPORT_JSON};
+use crate::bundle::{self, BACKTRACE_TXT, MINIDUMP_DMP, REPORT_JSON, SUMMARY_TXT};
 use crate::dump;
 use crate::report::{self, ReportMeta};
 use mail_parser::MimeHeaders;
@@ -18,27 +18,78 @@ pub struct OpenedReport {
     pub problems: Vec<String>,
 }
 
-/// Opens a report zip, an `.eml` holding one, or an extracted folder.
+/// Opens a report zip, an `.eml` holding one, or an extracted folder. What
+/// is broken (an entry too large, a zip cut short) is a problem of the
+/// report, and the rest is read; an error only when nothing of a report is
+/// there at all.
 pub fn open(path: &Path) -> anyhow::Result<OpenedReport> {
+    let mut problems = Vec::new();
     let entries = if path.is_dir() {
         read_folder(path)?
     } else {
         let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         if bytes.starts_with(b"PK") {
-            bundle::read_zip_entries(&bytes)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            read_zip_leniently(&bytes, "", &mut problems)
         } else {
-            let zip = zip_from_email(&bytes).ok_or_else(|| {
+            let message = mail_parser::MessageParser::default().parse(&bytes[..]);
+            let zip = message.as_ref().and_then(zip_of_message).ok_or_else(|| {
                 anyhow::anyhow!(
                     "{}: neither a zip nor an email with a zip attachment",
                     path.display()
                 )
             })?;
-            bundle::read_zip_entries(&zip)
-                .map_err(|e| anyhow::anyhow!("{}: the attached zip: {e}", path.display()))?
+            let mut entries = read_zip_leniently(&zip, "the attached zip: ", &mut problems);
+            // The email's own text is the report's summary: shown when the
+            // zip has lost it.
+            if !entries.contains_key(SUMMARY_TXT) {
+                if let Some(text) = message.as_ref().and_then(|m| m.body_text(0)) {
+                    entries.insert(SUMMARY_TXT.to_string(), text.as_bytes().to_vec());
+                }
+            }
+            entries
         }
     };
-    Ok(from_entries(entries))
+    if entries.is_empty() {
+        let why = if problems.is_empty() {
+            "no report files in it".to_string()
+        } else {
+            problems.join("; ")
+        };
+        anyhow::bail!(
+            "{}: nothing of a report could be read: {why}",
+            path.display()
+        );
+    }
+    let mut report = from_entries(entries);
+    problems.append(&mut report.problems);
+    report.problems = problems;
+    Ok(report)
+}
+
+/// The entries of a zip that can be read; each that cannot is a problem.
+fn read_zip_leniently(
+    bytes: &[u8],
+    context: &str,
+    problems: &mut Vec<String>,
+) -> BTreeMap<String, Vec<u8>> {
+    match bundle::read_zip_entries(bytes) {
+        Ok(entries) => entries,
+        Err(whole) => {
+            // Entry by entry: one too large or corrupt leaves the others.
+            let mut entries = BTreeMap::new();
+            let names = bundle::zip_entry_names(bytes);
+            if names.is_empty() {
+                problems.push(format!("{context}{whole}"));
+            }
+            for name in names {
+                match bundle::read_zip_entries_where(bytes, |n| n == name) {
+                    Ok(mut one) => entries.append(&mut one),
+                    Err(e) => problems.push(format!("{context}{name}: {e}")),
+                }
+            }
+            entries
+        }
+    }
 }
 
 pub fn from_entries(entries: BTreeMap<String, Vec<u8>>) -> OpenedReport {
@@ -87,7 +138,10 @@ fn read_folder(dir: &Path) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
 
 /// The first `.zip` attachment of an email.
 pub fn zip_from_email(bytes: &[u8]) -> Option<Vec<u8>> {
-    let message = mail_parser::MessageParser::default().parse(bytes)?;
+    zip_of_message(&mail_parser::MessageParser::default().parse(bytes)?)
+}
+
+fn zip_of_message(message: &mail_parser::Message) -> Option<Vec<u8>> {
     let zip = message
         .attachments()
         .find(|part| {
@@ -173,6 +227,8 @@ pub struct InspectView {
     pub modules: Vec<String>,
     pub breadcrumbs: Vec<String>,
     pub logs: Vec<LogView>,
+    /// `summary.txt` (or the email's text), when `report.json` cannot be read.
+    pub summary: Option<String>,
     /// What could not be read, each in a sentence; the rest is still shown.
     pub problems: Vec<String>,
 }
@@ -285,6 +341,16 @@ pub fn view(report: &OpenedReport, options: &ShowOptions) -> InspectView {
         modules: analysis.map(|a| a.modules).unwrap_or_default(),
         breadcrumbs,
         logs,
+        summary: match report.meta {
+            Some(_) => None,
+            None => report.entries.get(SUMMARY_TXT).map(|bytes| {
+                String::from_utf8_lossy(bytes)
+                    .lines()
+                    .map(printable_line)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }),
+        },
         problems,
     }
 }
@@ -316,6 +382,12 @@ pub fn render_view(view: &InspectView, options: &ShowOptions) -> String {
         }
         let _ = writeln!(out, "Signature:  {}", meta.signature);
         let _ = writeln!(out, "Report id:  {}", meta.id);
+    }
+    if let Some(summary) = &view.summary {
+        let _ = writeln!(out, "Summary (report.json could not be read):");
+        for line in summary.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
     }
     if let Some(source) = view.frames_from {
         let _ = writeln!(out, "\nCrashing thread (from {source}):");

@@ -183,6 +183,12 @@ fn check_kind(crashy: &std::path::Path, expected: &Expected) -> Option<String> {
             if actual_kind != report_kind || !actual_reason.contains(reason) {
                 return Some(format!("{kind}: a {actual_kind} report \"{actual_reason}\", expected {report_kind} \"{reason}\""));
             }
+            if report["app_name"] != "crashy" {
+                return Some(format!(
+                    "{kind}: the report names the application {}, not crashy (its binary)",
+                    report["app_name"]
+                ));
+            }
             let log = String::from_utf8_lossy(&mail.entries["logs/app.log"]).into_owned();
             if !log.contains(&format!("last line before the crash: {kind}")) {
                 return Some(format!("{kind}: the log tail lacks the last line: {log:?}"));

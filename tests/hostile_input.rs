@@ -223,3 +223,72 @@ fn minidumps_with_absurd_streams_are_refused_without_exhausting_memory() {
     let result = crashmail::dump::analyse(&dump, &[]);
     assert!(result.is_err() || result.unwrap().frames.is_empty());
 }
+
+#[test]
+fn an_entry_over_the_size_limit_is_named_and_the_rest_of_the_report_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = crashmail::inspect::zip_from_email(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/reports/demo-segv.eml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut entries = crashmail::bundle::read_zip_entries(&report).unwrap();
+    let huge = vec![b'x'; 300 * 1024 * 1024];
+    entries.insert("bomb.bin".into(), huge);
+    let list: Vec<(&str, &[u8])> = entries
+        .iter()
+        .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
+        .collect();
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for (name, bytes) in list {
+        zip.start_file(name, options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    let path = dir.path().join("with-bomb.zip");
+    std::fs::write(&path, zip.finish().unwrap().into_inner()).unwrap();
+    let output = crashmail(&["inspect", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(out.contains("Reason:     SIGSEGV"), "{out}");
+    assert!(
+        out.contains("problem: bomb.bin: invalid Zip archive: entry bomb.bin is larger than the limit"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_email_cut_short_shows_its_summary_and_says_the_zip_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let email = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/reports/demo-segv.eml"
+    ))
+    .unwrap();
+    let text = String::from_utf8_lossy(&email);
+    let attachment = text.find("Content-Type: application/zip").unwrap();
+    // Cut inside the attachment, a few lines into its base64.
+    let path = dir.path().join("cut.eml");
+    std::fs::write(&path, &email[..attachment + 2000]).unwrap();
+    let output = crashmail(&["inspect", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(out.contains("Summary (report.json could not be read):"), "{out}");
+    assert!(out.contains("SIGSEGV"), "the email's own text: {out}");
+    assert!(out.contains("problem: the attached zip: "), "{out}");
+}
+
+#[test]
+fn an_empty_folder_is_not_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = crashmail(&["inspect", dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("nothing of a report could be read: no report files in it"),
+        "{}",
+        stderr(&output)
+    );
+}

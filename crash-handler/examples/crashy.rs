@@ -9,7 +9,7 @@
 //!
 //! `CRASHY_WITHOUT_CRASHMAIL=1` runs the same crash without crashmail, to
 //! compare how the process ends. `CRASHY_LOG` names the log file (default
-//! `crashy.log` in the current folder).
+//! `crashy.log` in the temporary folder, so that a checkout stays clean).
 // Crashing on purpose needs raw pointers, signals and inline assembly.
 #![allow(unsafe_code)]
 
@@ -89,11 +89,19 @@ const KINDS: &[(&str, &str)] = &[
 /// The lock the application's logger uses.
 static LOGGER: Mutex<()> = Mutex::new(());
 
+/// The application's log file: `$CRASHY_LOG`, else `crashy.log` in the
+/// temporary folder.
+fn log_path() -> std::path::PathBuf {
+    std::env::var_os("CRASHY_LOG")
+        .map(Into::into)
+        .unwrap_or_else(|| std::env::temp_dir().join("crashy.log"))
+}
+
 fn log_line(text: &str) {
     let Ok(_held) = LOGGER.lock() else {
         return;
     };
-    let path = std::env::var("CRASHY_LOG").unwrap_or_else(|_| "crashy.log".into());
+    let path = log_path();
     if let Ok(mut file) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -117,7 +125,7 @@ fn main() {
     }
 
     // Exactly as the README tells applications to embed crashmail.
-    let log = std::env::var("CRASHY_LOG").unwrap_or_else(|_| "crashy.log".into());
+    let log = log_path();
     let _crashmail = if std::env::var_os("CRASHY_WITHOUT_CRASHMAIL").is_none() {
         let guard = crashmail_handler::install(crashmail_handler::options!().log_file(&log))
             .expect("crashmail installs");

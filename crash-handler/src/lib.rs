@@ -103,11 +103,20 @@ impl Options {
     }
 }
 
-/// [`Options`] for the calling crate, named and versioned from its `Cargo.toml`.
+/// [`Options`] for the calling application: named after its binary (the
+/// package where Cargo names no binary) and versioned from its `Cargo.toml`.
 #[macro_export]
 macro_rules! options {
     () => {
-        $crate::Options::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+        // The binary's name where Cargo gives one (a package with several
+        // binaries, an example), else the package's.
+        $crate::Options::new(
+            match option_env!("CARGO_BIN_NAME") {
+                Some(name) => name,
+                None => env!("CARGO_PKG_NAME"),
+            },
+            env!("CARGO_PKG_VERSION"),
+        )
     };
 }
 

@@ -255,7 +255,9 @@ fn an_entry_over_the_size_limit_is_named_and_the_rest_of_the_report_shown() {
     let out = String::from_utf8_lossy(&output.stdout);
     assert!(out.contains("Reason:     SIGSEGV"), "{out}");
     assert!(
-        out.contains("problem: bomb.bin: invalid Zip archive: entry bomb.bin is larger than the limit"),
+        out.contains(
+            "problem: bomb.bin: invalid Zip archive: entry bomb.bin is larger than the limit"
+        ),
         "{out}"
     );
 }
@@ -276,7 +278,10 @@ fn an_email_cut_short_shows_its_summary_and_says_the_zip_is_broken() {
     let output = crashmail(&["inspect", path.to_str().unwrap()]);
     assert!(output.status.success(), "{}", stderr(&output));
     let out = String::from_utf8_lossy(&output.stdout);
-    assert!(out.contains("Summary (report.json could not be read):"), "{out}");
+    assert!(
+        out.contains("Summary (report.json could not be read):"),
+        "{out}"
+    );
     assert!(out.contains("SIGSEGV"), "the email's own text: {out}");
     assert!(out.contains("problem: the attached zip: "), "{out}");
 }

@@ -1026,6 +1026,16 @@ impl Reader<'_> {
                 defaults.max_megabytes as u32,
             )?),
         };
+        if policy.retry_first > policy.retry_max {
+            return Err(self.invalid(
+                REPORT,
+                "RetryFirst",
+                format!(
+                    "the first retry cannot wait longer than RetryMax ({})",
+                    format_duration(policy.retry_max)
+                ),
+            ));
+        }
         let report_exit_codes = self.boolean(REPORT, "ReportExitCodes", false)?;
         Ok(ReportConfig {
             enabled,
@@ -1254,6 +1264,16 @@ mod tests {
             err.to_string(),
             "AXIS.INI: [smtp] Server is required (line 2 has Servr: did you mean Server?)"
         );
+    }
+
+    #[test]
+    fn a_first_retry_longer_than_the_longest_is_refused() {
+        let err = parse_text("[smtp]\nServer = a.example\nTo = s@example.com\nDomain = example.com\n[report]\nRetryFirst = 1d\nRetryMax = 1m\n").unwrap_err();
+        assert!(
+            err.to_string().contains(":6: [report] RetryFirst = \"1d\""),
+            "{err}"
+        );
+        assert!(err.to_string().contains("longer than RetryMax"), "{err}");
     }
 
     #[test]

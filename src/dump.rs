@@ -125,8 +125,14 @@ fn analyse_threads(
         analysis.incomplete = describe_soft_errors(errors.as_ref());
     }
     if let Ok(modules) = dump.get_stream::<MinidumpModuleList>() {
+        // A process that symbolised its own backtrace (a panic) has mapped
+        // its debug files and its executable again: those mappings are not
+        // modules of the program.
+        let mut seen = std::collections::HashSet::new();
         analysis.modules = modules
             .iter()
+            .filter(|m| !m.code_file().starts_with("/usr/lib/debug/"))
+            .filter(|m| seen.insert(m.code_file().to_string()))
             .map(|m| match m.code_identifier() {
                 Some(id) => format!("{} ({id})", m.code_file()),
                 None => m.code_file().to_string(),

@@ -46,6 +46,27 @@ fn demo_leaves_two_complete_emails() {
         }
         assert!(mail.entries.keys().any(|k| k.starts_with("logs/")));
     }
+    // A panic symbolised its own backtrace, mapping its debug files and its
+    // executable again: the module list names each module once.
+    let inspected = Command::new(crashmail_exe())
+        .args(["inspect", "--json", "--threads"])
+        .arg(out.path().join("1-panic.eml"))
+        .output()
+        .unwrap();
+    let view: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let modules: Vec<&str> = view["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().split(" (").next().unwrap())
+        .collect();
+    assert!(!modules.is_empty());
+    let unique: std::collections::BTreeSet<&str> = modules.iter().copied().collect();
+    assert_eq!(unique.len(), modules.len(), "{modules:?}");
+    assert!(
+        !modules.iter().any(|m| m.starts_with("/usr/lib/debug/")),
+        "{modules:?}"
+    );
     // Each report carries its own run's log, not the other run's lines.
     let segv_log = String::from_utf8_lossy(&segv.entries["logs/app.log"]).into_owned();
     assert!(!segv_log.contains("crash: panic"), "{segv_log}");

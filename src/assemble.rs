@@ -42,6 +42,37 @@ pub struct CrashEvidence {
     /// For a process that vanished: the out-of-memory killer's trace (which
     /// cgroup hit which limit), when it is what ended the process.
     pub out_of_memory: Option<String>,
+    /// For a process that vanished: how it ended, when the watcher could
+    /// read it before the application's parent collected it.
+    pub ended: Option<Ending>,
+}
+
+/// How a process that gave no goodbye ended, as the kernel tells it
+/// (`/proc/<pid>/stat`'s exit code, in `waitpid`'s encoding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Exited(i32),
+    Killed(i32),
+}
+
+impl Ending {
+    /// A death by a signal that asks a process to stop (`kill`, a service
+    /// manager stopping it, Ctrl-C, its terminal closing, a reader gone from
+    /// its pipe): the process ended as asked, which is not a crash.
+    pub fn is_a_request_to_stop(&self) -> bool {
+        matches!(
+            self,
+            Ending::Killed(libc::SIGTERM | libc::SIGINT | libc::SIGHUP | libc::SIGPIPE)
+        )
+    }
+
+    /// Decodes a `waitpid` status.
+    pub fn from_wait_status(status: i32) -> Ending {
+        match status & 0x7f {
+            0 => Ending::Exited((status >> 8) & 0xff),
+            signal => Ending::Killed(signal),
+        }
+    }
 }
 
 /// Builds the report: reason, frames, signature, system facts, log tails.
@@ -162,10 +193,35 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
             None,
         )
     } else {
+        let (reason, class) = match evidence.ended {
+            Some(Ending::Killed(signal)) => {
+                let name = crashmail_handler::protocol::signal_name(signal);
+                (
+                    format!(
+                        "the application was killed by {name} without a clean shutdown \
+                         (no handler ran: `kill`, a supervisor, or a signal the application does not handle)"
+                    ),
+                    format!("killed by {name}"),
+                )
+            }
+            Some(Ending::Exited(status)) => (
+                format!(
+                    "the application exited with status {status} without a clean shutdown \
+                     (its exit handlers did not run: `_exit`, or a call that ends the process at once)"
+                ),
+                format!("exit status {status} without a clean shutdown"),
+            ),
+            None => (
+                "the application ended without a clean shutdown (killed, or exited without running \
+                 exit handlers; its exit status was collected before the watcher could read it)"
+                    .to_string(),
+                "ended without a clean shutdown".to_string(),
+            ),
+        };
         (
             ReportKind::AbnormalExit,
-            "the application ended without a clean shutdown (killed, or exited without running exit handlers)".to_string(),
-            "ended without a clean shutdown".to_string(),
+            reason,
+            class,
             Vec::new(),
             None,
             None,

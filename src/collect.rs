@@ -150,18 +150,24 @@ pub fn system_info() -> SystemInfo {
 }
 
 fn detect_container() -> Option<String> {
-    if Path::new("/.dockerenv").exists() {
+    detect_container_in(Path::new("/"), std::env::var("container").ok())
+}
+
+/// The container a machine whose root is `root` runs in, by the marks
+/// container runtimes leave: Docker's `/.dockerenv`, Podman's
+/// `/run/.containerenv`, the `container` variable systemd-nspawn and others
+/// set, or a runtime's name in init's cgroup path.
+fn detect_container_in(root: &Path, container_variable: Option<String>) -> Option<String> {
+    if root.join(".dockerenv").exists() {
         return Some("docker".into());
     }
-    if Path::new("/run/.containerenv").exists() {
+    if root.join("run/.containerenv").exists() {
         return Some("podman".into());
     }
-    if let Ok(value) = std::env::var("container") {
-        if !value.is_empty() {
-            return Some(value);
-        }
+    if let Some(value) = container_variable.filter(|v| !v.is_empty()) {
+        return Some(value);
     }
-    let cgroup = std::fs::read_to_string("/proc/1/cgroup").unwrap_or_default();
+    let cgroup = std::fs::read_to_string(root.join("proc/1/cgroup")).unwrap_or_default();
     ["docker", "kubepods", "lxc", "containerd"]
         .into_iter()
         .find(|marker| cgroup.contains(marker))
@@ -344,6 +350,37 @@ fn sanitise_entry_part(part: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containers_are_told_by_their_runtimes_marks() {
+        let root = tempfile::tempdir().unwrap();
+        let at = |path: &str| root.path().join(path);
+        assert_eq!(detect_container_in(root.path(), None), None);
+        assert_eq!(detect_container_in(root.path(), Some(String::new())), None);
+        std::fs::create_dir_all(at("proc/1")).unwrap();
+        std::fs::write(at("proc/1/cgroup"), "0::/\n").unwrap();
+        assert_eq!(detect_container_in(root.path(), None), None);
+        std::fs::write(at("proc/1/cgroup"), "0::/kubepods/besteffort/pod1\n").unwrap();
+        assert_eq!(
+            detect_container_in(root.path(), None).as_deref(),
+            Some("kubepods")
+        );
+        assert_eq!(
+            detect_container_in(root.path(), Some("systemd-nspawn".into())).as_deref(),
+            Some("systemd-nspawn")
+        );
+        std::fs::create_dir_all(at("run")).unwrap();
+        std::fs::write(at("run/.containerenv"), "").unwrap();
+        assert_eq!(
+            detect_container_in(root.path(), None).as_deref(),
+            Some("podman")
+        );
+        std::fs::write(at(".dockerenv"), "").unwrap();
+        assert_eq!(
+            detect_container_in(root.path(), None).as_deref(),
+            Some("docker")
+        );
+    }
 
     #[test]
     fn tail_is_byte_exact_and_counts_what_was_dropped() {

@@ -219,6 +219,7 @@ pub fn recover_unfinished(
             exit_status: None,
             registers: None,
             out_of_memory: None,
+            ended: None,
         };
         let mut contents = assemble::assemble(evidence, tail);
         contents

@@ -21,6 +21,7 @@ pub mod mail;
 pub mod outbox;
 pub mod outgoing;
 pub mod privacy;
+pub mod process_end;
 pub mod receiver;
 pub mod report;
 pub mod sample_app;

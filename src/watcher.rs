@@ -41,7 +41,8 @@ enum Event {
     Goodbye(Option<i32>),
     Signal(crashmail_handler::protocol::SignalRecord),
     Process(Box<crate::collect::ProcessFacts>),
-    AllDisconnected,
+    /// The application's last connection closed; how it ended, if read.
+    AllDisconnected(Option<crate::assemble::Ending>),
     ServerFailed(String),
 }
 
@@ -49,6 +50,9 @@ struct Handler {
     events: Sender<Event>,
     /// The application's pid, once it has said hello.
     app_pid: AtomicU32,
+    /// A watch on the application opened while it runs, for reading how it
+    /// ended if it dies without a goodbye.
+    end: std::sync::OnceLock<crate::process_end::ProcessEnd>,
 }
 
 impl Handler {
@@ -140,6 +144,8 @@ impl crate::link::LinkHandler for Handler {
             Some(MessageKind::Hello) => match serde_json::from_slice::<Hello>(&buffer) {
                 Ok(hello) if hello.protocol == PROTOCOL_VERSION => {
                     self.app_pid.store(hello.pid, Ordering::Relaxed);
+                    self.end
+                        .get_or_init(|| crate::process_end::ProcessEnd::watch(hello.pid));
                     Event::Hello(Box::new(hello))
                 }
                 Ok(hello) => {
@@ -188,7 +194,8 @@ impl crate::link::LinkHandler for Handler {
     }
 
     fn on_all_disconnected(&self) {
-        let _ = self.events.send(Event::AllDisconnected);
+        let ended = self.end.get().and_then(|end| end.ending());
+        let _ = self.events.send(Event::AllDisconnected(ended));
     }
 }
 
@@ -203,6 +210,8 @@ struct PendingCrash {
     dump: Option<Result<Vec<u8>, String>>,
     /// The out-of-memory killer's trace, for an application that vanished.
     out_of_memory: Option<String>,
+    /// How an application that vanished ended, when it could be read.
+    ended: Option<crate::assemble::Ending>,
     /// The crashing thread's registers, from the dump request.
     registers: Option<crate::dump::Registers>,
     /// The application's executable being opened for naming frames, started
@@ -266,7 +275,11 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
         events: events.clone(),
         // Known from the command line before the Hello says it again.
         app_pid: AtomicU32::new(options.app_pid.unwrap_or(0)),
+        end: std::sync::OnceLock::new(),
     };
+    if let Some(pid) = options.app_pid {
+        let _ = handler.end.set(crate::process_end::ProcessEnd::watch(pid));
+    }
     let _socket_file =
         crate::link::LinkServer::bind(&socket)?.serve(std::sync::Arc::new(handler))?;
 
@@ -282,6 +295,7 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
         oom_kills_at_hello: None,
     };
     let mut crash = PendingCrash::default();
+    let mut ended = None;
     let started = Instant::now();
     loop {
         let timeout = match (&session.hello, crash.since) {
@@ -334,7 +348,10 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
                 crash.open_executable_ahead(session.hello.as_ref());
                 crash.since.get_or_insert_with(Instant::now);
             }
-            Ok(Event::AllDisconnected) => break,
+            Ok(Event::AllDisconnected(how)) => {
+                ended = how;
+                break;
+            }
             Ok(Event::ServerFailed(why)) => {
                 log::error!("the IPC server stopped: {why}");
                 break;
@@ -364,8 +381,16 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
 
     if !crash.is_empty() {
         session.report(crash, false);
+    } else if let Some(crate::assemble::Ending::Killed(signal)) =
+        ended.filter(|ending| ending.is_a_request_to_stop())
+    {
+        log::info!(
+            "the application was stopped by {} (a request to stop, not a crash): not reported",
+            crashmail_handler::protocol::signal_name(signal)
+        );
     } else if session.hello.is_some() && !session.goodbye && session.crashes_reported == 0 {
         let crash = PendingCrash {
+            ended,
             out_of_memory: session
                 .oom_kills_at_hello
                 .as_ref()
@@ -491,6 +516,7 @@ impl Session {
             process: crash.process,
             exit_status: crash.exit_status,
             out_of_memory: crash.out_of_memory,
+            ended: crash.ended,
             registers: crash.registers,
             time: None,
         };

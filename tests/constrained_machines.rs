@@ -367,3 +367,92 @@ fn system_json_gives_the_memory_limit_of_the_applications_container_with(profile
     let available = system["memory_available"].as_u64().unwrap();
     assert!(available > 0 && available < 256 * MIB, "{available}");
 }
+
+#[test]
+fn system_json_carries_every_fact_and_names_the_container() {
+    in_both_builds(system_json_carries_every_fact_and_names_the_container_with);
+}
+
+/// `crashy segv` in a mount namespace that looks like a Podman container
+/// (its marker file, `/run/.containerenv`, on a private /run).
+fn system_json_carries_every_fact_and_names_the_container_with(profile: &'static str) {
+    let harness = Harness::new();
+    let crashy = crashy_in(profile, &harness, "segv");
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs tmpfs /run && : > /run/.containerenv && exec \"$0\" \"$@\"")
+        .arg(crashy.get_program())
+        .args(crashy.get_args())
+        .envs(
+            crashy
+                .get_envs()
+                .filter_map(|(key, value)| value.map(|value| (key, value))),
+        );
+    for (key, value) in crashy.get_envs() {
+        if value.is_none() {
+            command.env_remove(key);
+        }
+    }
+    let status = status_within(&mut command, Duration::from_secs(60)).unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGSEGV), "{profile}");
+
+    let (mail, _) = the_one_report(&harness);
+    let system: serde_json::Value = serde_json::from_slice(&mail.entries["system.json"]).unwrap();
+    // Podman's, or the mark of a container this test itself runs in.
+    assert!(
+        ["podman", "docker", "kubepods", "lxc", "containerd"]
+            .contains(&system["container"].as_str().unwrap_or_default()),
+        "{system}"
+    );
+
+    let text = |key: &str| system[key].as_str().unwrap_or_default().to_string();
+    let number = |key: &str| system[key].as_f64().unwrap_or(-1.0);
+    let os_release = std::fs::read_to_string("/etc/os-release").unwrap();
+    assert!(
+        os_release.contains(&format!("NAME=\"{}\"", text("os_name"))),
+        "os_name {:?} is not this machine's:\n{os_release}",
+        text("os_name")
+    );
+    assert!(!text("os_version").is_empty(), "{system}");
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(text("kernel"), release.trim());
+    assert_eq!(text("arch"), std::env::consts::ARCH);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(_, model)| model.trim().to_string())
+        .unwrap();
+    assert_eq!(text("cpu_model"), model);
+    let processors = cpuinfo
+        .lines()
+        .filter(|line| line.starts_with("processor"))
+        .count();
+    assert_eq!(system["cpu_count"], processors);
+    let (total, available) = (number("memory_total"), number("memory_available"));
+    assert!(
+        total > 0.0 && available > 0.0 && available <= total,
+        "{system}"
+    );
+    let load = system["load_average"].as_array().unwrap();
+    assert_eq!(load.len(), 3);
+    assert!(load.iter().all(|l| l.as_f64().unwrap() >= 0.0), "{system}");
+    assert!(number("system_uptime_s") > 0.0, "{system}");
+    // crashy crashes right after it starts (it waits for its watcher first).
+    let uptime = number("process_uptime_s");
+    assert!(uptime > 0.0 && uptime < 30.0, "{system}");
+    assert!(text("executable").ends_with("examples/crashy"), "{system}");
+    assert!(!text("working_directory").is_empty(), "{system}");
+    let process = &system["process"];
+    assert!(process["resident"].as_u64().unwrap() > 0, "{system}");
+    assert!(process["threads"].as_u64().unwrap() >= 1, "{system}");
+    assert!(
+        process["command_line"]
+            .as_str()
+            .unwrap()
+            .ends_with("crashy segv"),
+        "{system}"
+    );
+}

@@ -91,6 +91,10 @@ const KINDS: &[Expected] = &[
         report: Some(("panic", "order 1042 is missing")),
     },
     Expected {
+        kind: "boom",
+        report: Some(("panic", "boom")),
+    },
+    Expected {
         kind: "panic-any",
         report: Some(("panic", "not a string")),
     },
@@ -112,7 +116,18 @@ const KINDS: &[Expected] = &[
     },
     Expected {
         kind: "sigkill",
-        report: Some(("abnormal-exit", "without a clean shutdown")),
+        report: Some(("abnormal-exit", "killed by SIGKILL")),
+    },
+    Expected {
+        kind: "sigterm",
+        report: None,
+    },
+    Expected {
+        kind: "exit-at-once",
+        report: Some((
+            "abnormal-exit",
+            "exited with status 4 without a clean shutdown",
+        )),
     },
     Expected {
         kind: "exit-3",
@@ -141,12 +156,15 @@ fn check_kind(crashy: &std::path::Path, expected: &Expected) -> Option<String> {
             command.env("CRASHY_WITHOUT_CRASHMAIL", "1");
         }
         let started = Instant::now();
-        let status = command.status().expect("crashy runs");
+        let status = status_within(&mut command, Duration::from_secs(60));
         (status, started.elapsed())
     };
-    let (without, _) = run(false);
-    let (with, took) = run(true);
     let kind = expected.kind;
+    let (without, with, took) = match (run(false), run(true)) {
+        ((Ok(without), _), (Ok(with), took)) => (without, with, took),
+        ((Err(why), _), _) => return Some(format!("{kind} without crashmail: {why}")),
+        (_, (Err(why), _)) => return Some(format!("{kind} with crashmail: {why}")),
+    };
     // Rust's runtime lets a process run on after one SIGSEGV sent with
     // kill(); with crashmail it ends by that signal, as the sender asked.
     let expected_death = if kind == "kill-segv" {
@@ -161,8 +179,12 @@ fn check_kind(crashy: &std::path::Path, expected: &Expected) -> Option<String> {
             death(&without)
         ));
     }
-    if kind == "panic-logger-lock" && took > Duration::from_secs(5) {
-        return Some(format!("{kind}: took {took:?}, more than 5 s"));
+    if kind == "panic-logger-lock" {
+        // Counted from crashy's start: the report is in within 5 s.
+        let limit = Duration::from_secs(5).saturating_sub(took);
+        if harness.receiver.wait_for(1, limit).is_empty() {
+            return Some(format!("{kind}: no report within 5 s"));
+        }
     }
     if !watchers_gone(&harness.outbox, Duration::from_secs(30)) {
         return Some(format!("{kind}: the watcher is still running"));
@@ -192,6 +214,32 @@ fn check_kind(crashy: &std::path::Path, expected: &Expected) -> Option<String> {
             let log = String::from_utf8_lossy(&mail.entries["logs/app.log"]).into_owned();
             if !log.contains(&format!("last line before the crash: {kind}")) {
                 return Some(format!("{kind}: the log tail lacks the last line: {log:?}"));
+            }
+            if report_kind == "panic" {
+                // crashy logs through crashmail's BreadcrumbLogger.
+                let breadcrumbs = mail
+                    .entries
+                    .get("breadcrumbs.txt")
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                if !breadcrumbs.contains(&format!("last line before the crash: {kind}")) {
+                    return Some(format!(
+                        "{kind}: breadcrumbs.txt lacks the last record: {breadcrumbs:?}"
+                    ));
+                }
+            }
+            if kind == "kill-segv" {
+                // The sender and how it sent, as crashy logged its pid (the
+                // last run's: the run without crashmail logged first).
+                let sender = log
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("SIGSEGV comes from pid "))
+                    .next_back()
+                    .unwrap_or("?");
+                let named = format!("(pid {sender}, with kill(), SI_USER)");
+                if !actual_reason.contains(&named) {
+                    return Some(format!("{kind}: \"{actual_reason}\" does not say {named}"));
+                }
             }
             None
         }
@@ -236,38 +284,40 @@ fn every_kind_in_a_release_build() {
 
 #[test]
 fn a_panic_under_panic_abort_is_one_panic_report_at_the_panic_site() {
-    let crashy = crashy("panic-abort");
-    let harness = Harness::new();
-    let status = Command::new(&crashy)
-        .arg("panic")
-        .env("CRASHY_LOG", &harness.log)
-        .env("CRASHMAIL_OUTBOX", &harness.outbox)
-        .env("AXIS_INI", &harness.ini)
-        .env("CRASHMAIL_WATCHER", crashmail_exe())
-        .stderr(Stdio::null())
-        .status()
+    for profile in ["panic-abort", "release-panic-abort"] {
+        let crashy = crashy(profile);
+        let harness = Harness::new();
+        let status = status_within(
+            harness.crashy(&crashy, "boom").stderr(Stdio::null()),
+            Duration::from_secs(60),
+        )
         .unwrap();
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGABRT),
-        "panic = \"abort\" still aborts"
-    );
-    // One report, not a second for the SIGABRT.
-    let (_, report) = the_one_report(&harness);
-    assert_eq!(report["kind"], "panic");
-    assert_eq!(report["panic"]["message"], "bad index 7");
-    assert!(report["panic"]["location"]
-        .as_str()
-        .unwrap()
-        .contains("crashy.rs"));
-    assert!(
-        report["frames"][0]
-            .as_str()
-            .unwrap()
-            .contains("parse_order_line"),
-        "{}",
-        report["frames"]
-    );
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGABRT),
+            "panic = \"abort\" still aborts ({profile})"
+        );
+        // One report, not a second for the SIGABRT.
+        let (_, report) = the_one_report(&harness);
+        assert_eq!(report["kind"], "panic", "{profile}");
+        assert_eq!(report["panic"]["message"], "boom", "{profile}");
+        assert!(
+            report["panic"]["location"]
+                .as_str()
+                .unwrap()
+                .contains("crashy.rs"),
+            "{profile}: {}",
+            report["panic"]["location"]
+        );
+        assert!(
+            report["frames"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("crashy::boom"),
+            "{profile}: {}",
+            report["frames"]
+        );
+    }
 }
 
 #[test]

@@ -48,6 +48,7 @@ const KINDS: &[(&str, &str)] = &[
         "the same on a spawned thread; main exits with 101",
     ),
     ("panic-string", "panics with a String payload"),
+    ("boom", "panic!(\"boom\") (build it with panic = \"abort\" too)"),
     ("panic-any", "std::panic::panic_any(42u32): not a string"),
     (
         "double-panic",
@@ -55,7 +56,7 @@ const KINDS: &[(&str, &str)] = &[
     ),
     (
         "panic-logger-lock",
-        "panics while another thread holds the logger's lock",
+        "panics while another thread holds its logger's lock (breadcrumbs are kept through that logger)",
     ),
     (
         "double-free",
@@ -66,6 +67,14 @@ const KINDS: &[(&str, &str)] = &[
         "is sent SIGSEGV by another process (kill -SEGV)",
     ),
     ("sigkill", "is killed with SIGKILL: no handler runs"),
+    (
+        "sigterm",
+        "is sent SIGTERM, a request to stop (not reported)",
+    ),
+    (
+        "exit-at-once",
+        "calls _exit(4): the process ends without its exit handlers",
+    ),
     (
         "oom",
         "allocates until the out-of-memory killer ends it (run it under a memory limit, e.g. systemd-run --user -p MemoryMax=64M)",
@@ -97,18 +106,33 @@ fn log_path() -> std::path::PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("crashy.log"))
 }
 
-fn log_line(text: &str) {
-    let Ok(_held) = LOGGER.lock() else {
-        return;
-    };
-    let path = log_path();
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        let _ = writeln!(file, "{text}");
+/// The application's own logger: a line per record, appended to its log
+/// file under a lock.
+struct FileLogger;
+
+impl log::Log for FileLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
     }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let Ok(_held) = LOGGER.lock() else {
+            return;
+        };
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path())
+        {
+            let _ = writeln!(file, "{}", record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn log_line(text: &str) {
+    log::info!("{text}");
 }
 
 fn main() {
@@ -123,6 +147,10 @@ fn main() {
         eprintln!("crashy: unknown kind {kind:?}; `crashy --list` lists them");
         std::process::exit(2);
     }
+
+    // The application's logger, its last records kept as breadcrumbs.
+    let _ = crashmail_handler::breadcrumbs::BreadcrumbLogger::new(FileLogger)
+        .install(log::LevelFilter::Info);
 
     // Exactly as the README tells applications to embed crashmail.
     let log = log_path();
@@ -199,6 +227,7 @@ fn crash(kind: &str) {
         "panic-thread" => on_a_thread(|| parse_order_line(9)),
         "panic-string" => std::panic::panic_any(format!("order {} is missing", 1042)),
         "panic-any" => std::panic::panic_any(42u32),
+        "boom" => boom(),
         "double-panic" => {
             let _guard = PanicsOnDrop;
             panic!("first panic");
@@ -215,9 +244,19 @@ fn crash(kind: &str) {
         }
         "double-free" => double_free(),
         "kill-segv" => {
-            let _ = std::process::Command::new("kill")
-                .args(["-SEGV", &std::process::id().to_string()])
-                .status();
+            // The sender logs its pid before it sends, so that the report's
+            // sender can be checked against it.
+            let sender = std::process::Command::new("sh")
+                .args(["-c", "read go; exec kill -SEGV $PPID"])
+                .stdin(std::process::Stdio::piped())
+                .spawn();
+            if let Ok(mut sender) = sender {
+                log_line(&format!("SIGSEGV comes from pid {}", sender.id()));
+                if let Some(mut go) = sender.stdin.take() {
+                    let _ = go.write_all(b"go\n");
+                }
+                let _ = sender.wait();
+            }
             std::thread::sleep(std::time::Duration::from_secs(10));
         }
         "sigkill" => {
@@ -226,6 +265,14 @@ fn crash(kind: &str) {
                 .status();
             std::thread::sleep(std::time::Duration::from_secs(10));
         }
+        "sigterm" => {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &std::process::id().to_string()])
+                .status();
+            std::thread::sleep(std::time::Duration::from_secs(10));
+        }
+        // SAFETY: _exit ends the process; nothing runs after it.
+        "exit-at-once" => unsafe { libc::_exit(4) },
         "oom" => {
             // Touched, so the pages are really used; kept, so none is freed.
             let mut hoard: Vec<Vec<u8>> = Vec::new();
@@ -354,6 +401,11 @@ fn overflow_on_a_pthread() {
         libc::pthread_create(&mut thread, &attributes, start, std::ptr::null_mut());
         libc::pthread_join(thread, std::ptr::null_mut());
     }
+}
+
+#[inline(never)]
+fn boom() {
+    panic!("boom");
 }
 
 #[inline(never)]

@@ -228,7 +228,12 @@ pub fn signal_origin(code: i32, sender_pid: u32, own_pid: u32) -> String {
     match code {
         // SI_USER, SI_QUEUE, SI_TKILL: sent, not raised by a fault.
         0 | -1 | -6 if sender_pid != 0 && sender_pid != own_pid => {
-            format!("sent by another process (pid {sender_pid})")
+            let how = match code {
+                0 => "kill(), SI_USER",
+                -1 => "sigqueue(), SI_QUEUE",
+                _ => "tgkill(), SI_TKILL",
+            };
+            format!("sent by another process (pid {sender_pid}, with {how})")
         }
         0 => "sent with kill()".to_string(),
         -1 => "sent with sigqueue()".to_string(),

@@ -218,6 +218,27 @@ pub fn process_gone(pid: u32) -> bool {
     }
 }
 
+/// Runs `command` to its end, killing it (and failing) if it takes longer
+/// than `limit`: a crash that hangs fails its test instead of stalling it.
+pub fn status_within(
+    command: &mut Command,
+    limit: Duration,
+) -> Result<std::process::ExitStatus, String> {
+    let mut child = command.spawn().map_err(|e| format!("cannot start: {e}"))?;
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("still running after {limit:?}: killed"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Waits up to `timeout` for `condition`.
 pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + timeout;

@@ -277,6 +277,33 @@ mod tests {
     }
 
     #[test]
+    fn every_name_that_marks_a_secret_hides_its_value() {
+        // The names the README lists, in variables as applications name them.
+        let marked = [
+            ("GITHUB_TOKEN", "value-token"),
+            ("AWS_SECRET_ACCESS_KEY", "value-secret"),
+            ("DB_PASSWORD", "value-password"),
+            ("MYSQL_PASSWD", "value-passwd"),
+            ("STRIPE_KEY", "value-key"),
+            ("PROXY_AUTH", "value-auth"),
+            ("GOOGLE_APPLICATION_CREDENTIALS", "value-credential"),
+            ("COOKIE_JAR", "value-cookie"),
+            ("session_store", "value-session"),
+        ];
+        let environment = marked
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .chain([("EDITOR".to_string(), "value-editor".to_string())]);
+        let secrets = Secrets::gather(environment, None);
+        let text: Vec<&str> = marked.iter().map(|(_, value)| *value).collect();
+        let scrubbed = secrets.scrub_text(&format!("{} value-editor", text.join(" ")));
+        for (name, value) in marked {
+            assert!(!scrubbed.contains(value), "{name}: {scrubbed}");
+        }
+        assert!(scrubbed.ends_with(" value-editor"), "{scrubbed}");
+    }
+
+    #[test]
     fn short_values_are_not_taken_for_secrets() {
         let mut bytes = b"no".to_vec();
         secrets().scrub_bytes(&mut bytes);

@@ -252,6 +252,30 @@ fn log_with_invalid_utf8_arrives_byte_for_byte() {
 }
 
 #[test]
+fn the_log_tail_is_as_long_as_axis_ini_says() {
+    let harness = Harness::new();
+    // 40 KB of numbered lines before the application starts.
+    let earlier: String = (0..2000)
+        .map(|n| format!("line {n:05} of before\n"))
+        .collect();
+    std::fs::write(&harness.log, &earlier).unwrap();
+    let mut ini = std::fs::read_to_string(&harness.ini).unwrap();
+    ini.push_str("[report]\nLogTailBytes = 1K\n");
+    std::fs::write(&harness.ini, ini).unwrap();
+    harness.run_sample("panic");
+    let mail = parse_mail(&harness.first_message().data);
+    let on_disk = std::fs::read(&harness.log).unwrap();
+    assert!(on_disk.len() > 40_000);
+    let tail = &mail.entries["logs/app.log"];
+    assert_eq!(tail.len(), 1024);
+    assert_eq!(
+        tail[..],
+        on_disk[on_disk.len() - 1024..],
+        "the file's last 1 KiB"
+    );
+}
+
+#[test]
 fn a_log_file_dated_before_1980_is_stored_without_error() {
     // Zip timestamps start in 1980; a file restored from an old archive or
     // touched by a broken clock must still travel.
@@ -603,4 +627,10 @@ fn a_panic_whose_report_cannot_be_written_still_ends_as_a_panic_and_says_why() {
         1,
         "the hook ran once: {err}"
     );
+    // Where and why.
+    let said = format!(
+        "could not be written into {}: Not a directory",
+        harness.outbox.join("incoming").display()
+    );
+    assert!(err.contains(&said), "{err}");
 }

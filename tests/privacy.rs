@@ -25,18 +25,24 @@ fn assert_clean(what: &str, bytes: &[u8]) {
 fn assert_tree_clean(dir: &Path) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();
+        let mode = std::fs::symlink_metadata(&path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         if path.is_dir() {
+            assert_eq!(mode, 0o700, "{} is private", path.display());
             assert_tree_clean(&path);
             continue;
         }
+        // Every file: reports, records, logs, locks.
+        assert_eq!(mode, 0o600, "{} is private", path.display());
         let bytes = std::fs::read(&path).unwrap();
         assert_clean(&path.display().to_string(), &bytes);
         if path.extension().is_some_and(|e| e == "zip") {
             for (name, content) in crashmail::bundle::read_zip_entries(&bytes).unwrap() {
                 assert_clean(&format!("{}:{name}", path.display()), &content);
             }
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "{} is private", path.display());
         }
     }
 }

@@ -48,7 +48,8 @@ fn report(info: &PanicHookInfo<'_>) {
     if let Err(why) = crate::fallback::write_panic_record(installed, &record) {
         let _ = writeln!(
             std::io::stderr(),
-            "crashmail: the crash report could not be written: {why}"
+            "crashmail: the crash report could not be written into {}: {why}",
+            installed.outbox_dir.join(crate::INCOMING_DIR).display()
         );
     }
 }

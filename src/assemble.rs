@@ -327,6 +327,7 @@ fn signal_from_record(record: &SignalRecord) -> SignalFacts {
         }),
         address: Some(record.address),
         thread_id: None,
+        thread_name: None,
     }
 }
 

@@ -114,6 +114,7 @@ fn analyse_threads(
             code_name,
             address: Some(record.exception_address),
             thread_id: Some(exception.get_crashing_thread_id()),
+            thread_name: None,
         });
         let misc = dump.get_stream::<minidump::MinidumpMiscInfo>().ok();
         analysis.stack_pointer = system
@@ -186,6 +187,9 @@ fn analyse_threads(
                     state.threads.iter().find(|t| t.thread_id == tid)
                 });
             if let Some(stack) = crashing {
+                if let Some(signal) = analysis.signal.as_mut() {
+                    signal.thread_name = stack.thread_name.clone().filter(|n| !n.is_empty());
+                }
                 analysis.frames = stack
                     .frames
                     .iter()

@@ -57,6 +57,9 @@ pub struct SignalFacts {
     pub address: Option<u64>,
     /// The crashing thread.
     pub thread_id: Option<u32>,
+    /// Its name, as the minidump gives it (`worker`, `tokio-runtime-w`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_name: Option<String>,
 }
 
 /// `report.json`.
@@ -109,8 +112,17 @@ impl ReportMeta {
             let _ = writeln!(out, "Thread:     {}", panic.thread);
         }
         if let Some(signal) = &self.signal {
-            if let Some(thread) = signal.thread_id {
-                let _ = writeln!(out, "Thread id:  {thread}");
+            match (&signal.thread_name, signal.thread_id) {
+                (Some(name), Some(id)) => {
+                    let _ = writeln!(out, "Thread:     {name} (id {id})");
+                }
+                (None, Some(id)) => {
+                    let _ = writeln!(out, "Thread id:  {id}");
+                }
+                (Some(name), None) => {
+                    let _ = writeln!(out, "Thread:     {name}");
+                }
+                (None, None) => {}
             }
         }
         let _ = writeln!(
@@ -230,6 +242,7 @@ fn is_machinery(function: &str) -> bool {
         "__GI_",
         "__pthread",
         "crashmail_handler::",
+        "crash_handler::",
         "backtrace::",
     ];
     const NAMES: &[&str] = &[
@@ -241,6 +254,9 @@ fn is_machinery(function: &str) -> bool {
         "abort",
         "raise",
         "gsignal",
+        // The crash handler's wrapper around every new thread's start
+        // routine (it gives the thread an alternate signal stack).
+        "set_alt_signal_stack_and_start",
     ];
     NAMES.contains(&function) || PREFIXES.iter().any(|prefix| function.starts_with(prefix))
 }
@@ -457,6 +473,29 @@ mod tests {
             .map(|f| f.function.as_str())
             .collect();
         assert_eq!(shown, vec!["myapp::parse", "myapp::main"]);
+    }
+
+    #[test]
+    fn a_spawned_threads_start_is_not_the_applications() {
+        let frame = |function: &str, location: Option<&str>| Frame {
+            function: function.to_string(),
+            location: location.map(str::to_string),
+        };
+        let frames = [
+            frame("myapp::null_write", Some("/src/myapp/src/main.rs:30")),
+            frame(
+                "std::thread::lifecycle::spawn_unchecked::{{closure}}",
+                Some("/rustc/59807616e1fa/library/std/src/thread/lifecycle.rs:89"),
+            ),
+            frame("set_alt_signal_stack_and_start", None),
+            frame("start_thread", None),
+            frame("clone3", None),
+        ];
+        let application: Vec<&str> = application_frames(&frames)
+            .iter()
+            .map(|f| f.function.as_str())
+            .collect();
+        assert_eq!(application, vec!["myapp::null_write"]);
     }
 
     #[test]

@@ -215,6 +215,24 @@ fn check_kind(crashy: &std::path::Path, expected: &Expected) -> Option<String> {
             if !log.contains(&format!("last line before the crash: {kind}")) {
                 return Some(format!("{kind}: the log tail lacks the last line: {log:?}"));
             }
+            // The thread that crashed, by the name crashy gave it.
+            let thread = match kind {
+                "stack-overflow-thread" => Some("small-stack"),
+                kind if kind.ends_with("-thread") => Some("worker"),
+                _ => None,
+            };
+            if let Some(thread) = thread {
+                let named = if report_kind == "panic" {
+                    &report["panic"]["thread"]
+                } else {
+                    &report["signal"]["thread_name"]
+                };
+                if named != thread {
+                    return Some(format!(
+                        "{kind}: the crashing thread is named {named}, not {thread}"
+                    ));
+                }
+            }
             if report_kind == "panic" {
                 // crashy logs through crashmail's BreadcrumbLogger.
                 let breadcrumbs = mail

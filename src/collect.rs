@@ -98,9 +98,29 @@ impl SystemInfo {
     }
 }
 
-/// The facts of this machine now. Reads only cheap, local sources: no scan of
-/// every process on the machine.
+/// How long collecting the machine's facts may take before a report goes
+/// without them (with what is known without asking: architecture, CPUs).
+const SYSTEM_INFO_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The facts of this machine now, within [`SYSTEM_INFO_LIMIT`]. Reads only
+/// cheap, local sources (no scan of every process on the machine); the limit
+/// is for a `/proc` or `/sys` read that blocks on a machine in trouble.
 pub fn system_info() -> SystemInfo {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let collecting = std::thread::Builder::new()
+        .name("crashmail-system".into())
+        .spawn(move || {
+            let _ = sender.send(read_system_info());
+        });
+    match collecting {
+        Ok(_) => receiver
+            .recv_timeout(SYSTEM_INFO_LIMIT)
+            .unwrap_or_else(|_| SystemInfo::default_for_this_machine()),
+        Err(_) => read_system_info(),
+    }
+}
+
+fn read_system_info() -> SystemInfo {
     use sysinfo::{CpuRefreshKind, System};
     let mut system = match System::new() {
         Ok(system) => system,

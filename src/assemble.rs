@@ -55,14 +55,30 @@ pub enum Ending {
     Killed(i32),
 }
 
+/// "was killed by SIGKILL", "exited with status 4".
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ending::Exited(status) => write!(f, "exited with status {status}"),
+            Ending::Killed(signal) => write!(
+                f,
+                "was killed by {}",
+                crashmail_handler::protocol::signal_name(*signal)
+            ),
+        }
+    }
+}
+
 impl Ending {
-    /// A death by a signal that asks a process to stop (`kill`, a service
-    /// manager stopping it, Ctrl-C, its terminal closing, a reader gone from
-    /// its pipe): the process ended as asked, which is not a crash.
-    pub fn is_a_request_to_stop(&self) -> bool {
+    /// An end that is not a crash: a death by a signal that asks a process
+    /// to stop (`kill`, a service manager stopping it, Ctrl-C, its terminal
+    /// closing, a reader gone from its pipe), or a successful `_exit(0)` (a
+    /// fast exit that skips the exit handlers on purpose).
+    pub fn is_not_a_crash(&self) -> bool {
         matches!(
             self,
-            Ending::Killed(libc::SIGTERM | libc::SIGINT | libc::SIGHUP | libc::SIGPIPE)
+            Ending::Exited(0)
+                | Ending::Killed(libc::SIGTERM | libc::SIGINT | libc::SIGHUP | libc::SIGPIPE)
         )
     }
 

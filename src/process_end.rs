@@ -23,6 +23,16 @@ use std::time::{Duration, Instant};
 /// closed: its parent collects it at once, or it stays a zombie.
 const LOOK_FOR: Duration = Duration::from_secs(2);
 
+/// What became of a process whose connections to the watcher closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    Ended(Ending),
+    /// It runs on: it closed its link, or replaced itself with `exec`.
+    StillRunning,
+    /// It ended, and its parent collected the status before it could be read.
+    Unknown,
+}
+
 /// A watch on one process, opened while it runs.
 pub struct ProcessEnd {
     pid: u32,
@@ -44,18 +54,42 @@ impl ProcessEnd {
         ProcessEnd { pid, pidfd }
     }
 
-    /// How the process ended, once it has; `None` when neither interface
-    /// told it within a short time.
-    pub fn ending(&self) -> Option<Ending> {
+    /// How the process ended, once it has. Waits a short time for the
+    /// kernel to tell; a process that still runs after it (it closed its
+    /// link, or replaced itself with `exec`) did not end.
+    pub fn fate(&self) -> Fate {
         let deadline = Instant::now() + LOOK_FOR;
         loop {
             if let Some(ending) = self.told_by_pidfd().or_else(|| told_by_proc_stat(self.pid)) {
-                return Some(ending);
+                return Fate::Ended(ending);
             }
             if Instant::now() >= deadline {
-                return None;
+                return if self.still_running() {
+                    Fate::StillRunning
+                } else {
+                    Fate::Unknown
+                };
             }
             std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// A pidfd becomes readable when its process has exited; without one,
+    /// `/proc` shows a live process.
+    fn still_running(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        match &self.pidfd {
+            Some(pidfd) => {
+                let mut poll = libc::pollfd {
+                    fd: pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, no waiting.
+                let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+                ready == 0
+            }
+            None => crate::watcher::process_alive(self.pid),
         }
     }
 
@@ -129,7 +163,7 @@ mod tests {
         let end = ProcessEnd::watch(child.id());
         child.kill().unwrap();
         child.wait().unwrap();
-        assert_eq!(end.ending(), Some(Ending::Killed(libc::SIGKILL)));
+        assert_eq!(end.fate(), Fate::Ended(Ending::Killed(libc::SIGKILL)));
     }
 
     #[test]
@@ -137,7 +171,16 @@ mod tests {
         let child = Command::new("sh").args(["-c", "exit 7"]).spawn().unwrap();
         let end = ProcessEnd::watch(child.id());
         // Not collected: the zombie shows its exit code.
-        assert_eq!(end.ending(), Some(Ending::Exited(7)));
+        assert_eq!(end.fate(), Fate::Ended(Ending::Exited(7)));
         drop(child);
+    }
+
+    #[test]
+    fn a_process_that_runs_on_did_not_end() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let end = ProcessEnd::watch(child.id());
+        assert_eq!(end.fate(), Fate::StillRunning);
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

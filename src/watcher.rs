@@ -9,6 +9,7 @@ use crate::assemble::{self, CrashEvidence};
 use crate::config::{self, Config};
 use crate::delivery::{self, Outcome};
 use crate::outbox::Outbox;
+use crate::process_end::Fate;
 use crashmail_handler::protocol::{Hello, MessageKind, PanicRecord, PROTOCOL_VERSION};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -41,8 +42,8 @@ enum Event {
     Goodbye(Option<i32>),
     Signal(crashmail_handler::protocol::SignalRecord),
     Process(Box<crate::collect::ProcessFacts>),
-    /// The application's last connection closed; how it ended, if read.
-    AllDisconnected(Option<crate::assemble::Ending>),
+    /// The application's last connection closed; what became of it.
+    AllDisconnected(Fate),
     ServerFailed(String),
 }
 
@@ -194,8 +195,8 @@ impl crate::link::LinkHandler for Handler {
     }
 
     fn on_all_disconnected(&self) {
-        let ended = self.end.get().and_then(|end| end.ending());
-        let _ = self.events.send(Event::AllDisconnected(ended));
+        let fate = self.end.get().map_or(Fate::Unknown, |end| end.fate());
+        let _ = self.events.send(Event::AllDisconnected(fate));
     }
 }
 
@@ -295,7 +296,7 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
         oom_kills_at_hello: None,
     };
     let mut crash = PendingCrash::default();
-    let mut ended = None;
+    let mut fate = Fate::Unknown;
     let started = Instant::now();
     loop {
         let timeout = match (&session.hello, crash.since) {
@@ -348,8 +349,8 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
                 crash.open_executable_ahead(session.hello.as_ref());
                 crash.since.get_or_insert_with(Instant::now);
             }
-            Ok(Event::AllDisconnected(how)) => {
-                ended = how;
+            Ok(Event::AllDisconnected(what_became)) => {
+                fate = what_became;
                 break;
             }
             Ok(Event::ServerFailed(why)) => {
@@ -381,36 +382,54 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
 
     if !crash.is_empty() {
         session.report(crash, false);
-    } else if let Some(crate::assemble::Ending::Killed(signal)) =
-        ended.filter(|ending| ending.is_a_request_to_stop())
-    {
-        log::info!(
-            "the application was stopped by {} (a request to stop, not a crash): not reported",
-            crashmail_handler::protocol::signal_name(signal)
-        );
-    } else if session.hello.is_some() && !session.goodbye && session.crashes_reported == 0 {
-        let crash = PendingCrash {
-            ended,
-            out_of_memory: session
-                .oom_kills_at_hello
-                .as_ref()
-                .and_then(|counts| counts.struck_since()),
-            ..PendingCrash::default()
-        };
-        session.report(crash, true);
-    } else if let Some(status) = session.failed_exit_to_report() {
-        log::info!("the application exited with status {status}; reported as [report] ReportExitCodes asks");
-        let crash = PendingCrash {
-            exit_status: Some(status),
-            ..PendingCrash::default()
-        };
-        session.report(crash, true);
+    } else if session.goodbye || session.crashes_reported > 0 || session.hello.is_none() {
+        if let Some(status) = session.failed_exit_to_report() {
+            log::info!("the application exited with status {status}; reported as [report] ReportExitCodes asks");
+            let crash = PendingCrash {
+                exit_status: Some(status),
+                ..PendingCrash::default()
+            };
+            session.report(crash, true);
+        }
+    } else {
+        session.report_a_death_without_goodbye(fate);
     }
     session.flush_older_reports();
     Ok(session.crashes_reported)
 }
 
 impl Session {
+    /// The application vanished: no crash, no goodbye. Reported, unless it
+    /// was asked to stop or it runs on.
+    fn report_a_death_without_goodbye(&mut self, fate: Fate) {
+        let ended = match fate {
+            Fate::StillRunning => {
+                log::info!(
+                    "the application closed its link without a goodbye but runs on (it may have \
+                     replaced itself with exec): not reported"
+                );
+                return;
+            }
+            Fate::Ended(ending) if ending.is_not_a_crash() => {
+                log::info!(
+                    "the application {ending} without a goodbye (not a crash): not reported"
+                );
+                return;
+            }
+            Fate::Ended(ending) => Some(ending),
+            Fate::Unknown => None,
+        };
+        let crash = PendingCrash {
+            ended,
+            out_of_memory: self
+                .oom_kills_at_hello
+                .as_ref()
+                .and_then(|counts| counts.struck_since()),
+            ..PendingCrash::default()
+        };
+        self.report(crash, true);
+    }
+
     fn greet(&mut self, hello: Hello) {
         log::info!(
             "watching {} {} (pid {})",

@@ -123,6 +123,10 @@ const KINDS: &[Expected] = &[
         report: None,
     },
     Expected {
+        kind: "exec",
+        report: None,
+    },
+    Expected {
         kind: "exit-at-once",
         report: Some((
             "abnormal-exit",

@@ -72,6 +72,10 @@ const KINDS: &[(&str, &str)] = &[
         "is sent SIGTERM, a request to stop (not reported)",
     ),
     (
+        "exec",
+        "replaces itself with `sleep 3` (exec): not reported",
+    ),
+    (
         "exit-at-once",
         "calls _exit(4): the process ends without its exit handlers",
     ),
@@ -270,6 +274,11 @@ fn crash(kind: &str) {
                 .args(["-TERM", &std::process::id().to_string()])
                 .status();
             std::thread::sleep(std::time::Duration::from_secs(10));
+        }
+        "exec" => {
+            use std::os::unix::process::CommandExt;
+            let failed = std::process::Command::new("sleep").arg("3").exec();
+            eprintln!("crashy: exec failed: {failed}");
         }
         // SAFETY: _exit ends the process; nothing runs after it.
         "exit-at-once" => unsafe { libc::_exit(4) },

@@ -364,13 +364,16 @@ fn a_failing_exit_status_is_reported_when_asked() {
         match expected {
             Some(reason) => {
                 assert_eq!(messages.len(), 1, "{}", harness.watcher_log());
-                let report = report_json(&parse_mail(&messages[0].data));
+                let mail = parse_mail(&messages[0].data);
+                let report = report_json(&mail);
                 assert_eq!(report["kind"], "abnormal-exit");
                 assert!(
                     report["reason"].as_str().unwrap().contains(reason),
                     "{}",
                     report["reason"]
                 );
+                let log = String::from_utf8_lossy(&mail.entries["logs/app.log"]).into_owned();
+                assert!(log.contains("last line before the crash: exit-3"), "{log}");
             }
             None => assert_eq!(messages.len(), 1, "a clean exit adds no report"),
         }

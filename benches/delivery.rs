@@ -45,6 +45,7 @@ fn main() {
             native_frames: Vec::new(),
             breadcrumbs: Vec::new(),
             log_files: vec![log_path.clone()],
+            log_sizes: Vec::new(),
             time_ms: 0,
         };
         let evidence = crashmail::assemble::CrashEvidence {

@@ -29,6 +29,7 @@ fn report_with_logs(dir: &std::path::Path) -> crashmail::bundle::ReportContents 
             native_frames: Vec::new(),
             breadcrumbs: Vec::new(),
             log_files: Vec::new(),
+            log_sizes: Vec::new(),
             time_ms: 0,
         }),
         ..Default::default()

@@ -297,11 +297,35 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
     let started = evidence
         .started_at_ms
         .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
-    let (logs, log_notes) = collect::log_tails(
+    let ends = evidence
+        .panic
+        .as_ref()
+        .map(|panic| panic.log_sizes.clone())
+        .unwrap_or_default();
+    let (logs, log_notes) = collect::log_tails_ending_at(
         &collect::log_paths(&evidence.log_files, started),
         log_tail_bytes,
+        &ends,
     );
     notes.extend(log_notes);
+    if evidence.time.is_some() {
+        // Bundled after the fact: a log whose length at the crash is not
+        // known may hold lines written since.
+        let crash = std::time::SystemTime::from(time);
+        for tail in logs
+            .iter()
+            .filter(|t| !ends.iter().any(|(p, _)| *p == t.source))
+        {
+            let written = std::fs::metadata(&tail.source).and_then(|m| m.modified());
+            if written.is_ok_and(|w| w > crash + std::time::Duration::from_secs(1)) {
+                notes.push(format!(
+                    "{}: {} was written to after the crash; its last lines may be later than the crash",
+                    tail.entry,
+                    tail.source.display()
+                ));
+            }
+        }
+    }
 
     let meta = ReportMeta {
         schema: report::SCHEMA_VERSION,

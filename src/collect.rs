@@ -280,6 +280,16 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 /// reported in the returned notes, not as errors: a report is never held up
 /// by a log.
 pub fn log_tails(files: &[PathBuf], max_bytes: u64) -> (Vec<LogTail>, Vec<String>) {
+    log_tails_ending_at(files, max_bytes, &[])
+}
+
+/// The same, each tail ending where `ends` says the file ended at the crash
+/// (when it does), so that what was written later is left out.
+pub fn log_tails_ending_at(
+    files: &[PathBuf],
+    max_bytes: u64,
+    ends: &[(PathBuf, u64)],
+) -> (Vec<LogTail>, Vec<String>) {
     let mut tails = Vec::new();
     let mut notes = Vec::new();
     let mut used = HashSet::new();
@@ -288,12 +298,19 @@ pub fn log_tails(files: &[PathBuf], max_bytes: u64) -> (Vec<LogTail>, Vec<String
         if !seen_sources.insert(path.clone()) {
             continue;
         }
-        match read_tail(path, max_bytes) {
-            Ok((bytes, truncated)) => {
+        let end = ends.iter().find(|(p, _)| p == path).map(|(_, end)| *end);
+        match read_tail(path, max_bytes, end) {
+            Ok((bytes, truncated, later)) => {
                 let entry = unique_entry_name(path, &mut used);
                 if truncated > 0 {
                     notes.push(format!(
                         "{entry}: the first {truncated} bytes of {} were left out",
+                        path.display()
+                    ));
+                }
+                if later > 0 {
+                    notes.push(format!(
+                        "{entry}: the {later} bytes written to {} after the crash were left out",
                         path.display()
                     ));
                 }
@@ -310,7 +327,14 @@ pub fn log_tails(files: &[PathBuf], max_bytes: u64) -> (Vec<LogTail>, Vec<String
     (tails, notes)
 }
 
-fn read_tail(path: &Path, max_bytes: u64) -> std::io::Result<(Vec<u8>, u64)> {
+/// The last `max_bytes` of `path` up to `end` (its length at the crash;
+/// the whole file when unknown, or when it has since shrunk: rotated), with
+/// the bytes left out before and after.
+fn read_tail(
+    path: &Path,
+    max_bytes: u64,
+    end: Option<u64>,
+) -> std::io::Result<(Vec<u8>, u64, u64)> {
     use std::os::unix::fs::OpenOptionsExt;
     // Non-blocking, so that a FIFO or a device named as a log cannot hold
     // the watcher at `open`; then only regular files are read.
@@ -322,12 +346,13 @@ fn read_tail(path: &Path, max_bytes: u64) -> std::io::Result<(Vec<u8>, u64)> {
     if !metadata.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
-    let length = metadata.len();
+    let now = metadata.len();
+    let length = end.filter(|end| *end <= now).unwrap_or(now);
     let start = length.saturating_sub(max_bytes);
     file.seek(SeekFrom::Start(start))?;
     let mut bytes = Vec::with_capacity((length - start) as usize);
-    file.take(max_bytes).read_to_end(&mut bytes)?;
-    Ok((bytes, start))
+    file.take(length - start).read_to_end(&mut bytes)?;
+    Ok((bytes, start, now - length))
 }
 
 /// `logs/<name>`; a second file of the same name gets its folder's name in

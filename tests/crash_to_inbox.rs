@@ -324,6 +324,14 @@ fn without_a_watcher_a_panic_waits_in_the_outbox_and_the_next_run_sends_it() {
         .receiver
         .wait_for(1, Duration::from_millis(300))
         .is_empty());
+    // The log as it was at the panic; then the application runs again and
+    // logs on before the report is bundled.
+    let at_the_panic = std::fs::read(&harness.log).unwrap();
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&harness.log)
+        .unwrap();
+    std::io::Write::write_all(&mut log, b"LATER: the next run started fine\n").unwrap();
 
     let flush = harness
         .crashmail()
@@ -335,6 +343,16 @@ fn without_a_watcher_a_panic_waits_in_the_outbox_and_the_next_run_sends_it() {
     let report = report_json(&mail);
     assert_eq!(report["reason"], "bad index 7");
     assert!(mail.entries.contains_key("backtrace.txt"));
+    assert_eq!(
+        mail.entries["logs/app.log"], at_the_panic,
+        "the tail ends at the panic"
+    );
+    let notes = report["notes"].to_string();
+    assert!(
+        notes.contains("the 33 bytes written to")
+            && notes.contains("after the crash were left out"),
+        "{notes}"
+    );
     assert!(files_in(&harness.outbox.join("incoming")).is_empty());
     assert_eq!(
         files_in(&harness.outbox.join("sent"))

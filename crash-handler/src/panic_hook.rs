@@ -61,6 +61,12 @@ pub(crate) fn panic_record(
     message: String,
     location: Option<String>,
 ) -> PanicRecord {
+    // Before anything slow: the logs as they were at the panic.
+    let log_sizes = installed
+        .log_files
+        .iter()
+        .filter_map(|path| Some((path.clone(), std::fs::metadata(path).ok()?.len())))
+        .collect();
     let thread = std::thread::current();
     // Formatted twice: short for people, full (`{:#}`) for the addresses;
     // symbols are resolved once.
@@ -77,6 +83,7 @@ pub(crate) fn panic_record(
         native_frames: crate::frames::native_frames(&format!("{backtrace:#}")),
         breadcrumbs: crate::breadcrumbs::snapshot(),
         log_files: installed.log_files.clone(),
+        log_sizes,
         time_ms: crate::unix_millis(),
     }
 }

@@ -127,6 +127,11 @@ pub struct PanicRecord {
     pub breadcrumbs: Vec<String>,
     /// Log files to attach, for reports written without a watcher.
     pub log_files: Vec<PathBuf>,
+    /// Each log file's length at the panic: its tail in the report ends
+    /// there, whatever was written after (by threads that ran on, or by the
+    /// next run, when the report is bundled later).
+    #[serde(default)]
+    pub log_sizes: Vec<(PathBuf, u64)>,
     /// Unix milliseconds when the panic happened.
     pub time_ms: u64,
 }

@@ -433,6 +433,7 @@ pub fn queue_report(outbox: &crashmail::outbox::Outbox, message: &str, log: &[u8
         native_frames: Vec::new(),
         breadcrumbs: Vec::new(),
         log_files: vec![log_path.clone()],
+        log_sizes: Vec::new(),
         time_ms: chrono::Utc::now().timestamp_millis() as u64,
     };
     let evidence = crashmail::assemble::CrashEvidence {

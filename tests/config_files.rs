@@ -191,6 +191,30 @@ fn password_file_is_read_and_its_permissions_checked() {
 }
 
 #[test]
+fn an_ini_that_only_names_a_password_file_may_be_readable_by_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = private_copy(
+        dir.path(),
+        &["password-file.ini", "smtp-password.txt"],
+        0o600,
+    );
+    std::fs::set_permissions(&ini, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = config::load(&ini).expect("valid");
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let password = config
+        .settings
+        .iter()
+        .find(|s| s.key == "Password")
+        .unwrap();
+    assert_eq!(password.value, "********");
+    assert!(
+        password.origin.starts_with("from PasswordFile, line "),
+        "{}",
+        password.origin
+    );
+}
+
+#[test]
 fn a_password_in_a_world_readable_ini_is_warned_about() {
     let dir = tempfile::tempdir().unwrap();
     let ini = private_copy(dir.path(), &["notepad-bom-crlf.ini"], 0o644);

@@ -251,7 +251,8 @@ pub fn default_outbox_dir() -> Option<PathBuf> {
     if let Some(dir) = non_empty_env(OUTBOX_ENV) {
         return Some(PathBuf::from(dir));
     }
-    if let Some(state) = non_empty_env("XDG_STATE_HOME") {
+    // The XDG spec: a relative path in the variable is to be ignored.
+    if let Some(state) = non_empty_env("XDG_STATE_HOME").filter(|s| Path::new(s).is_absolute()) {
         return Some(Path::new(&state).join("crashmail"));
     }
     non_empty_env("HOME").map(|home| Path::new(&home).join(".local/state/crashmail"))

@@ -426,8 +426,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     })?;
     let mut config = parse(path, &bytes)?;
     config.fingerprint = fingerprint(path, config.smtp.password_file.as_deref());
-    if config.smtp.password.is_some() {
-        if let Some(warning) = readable_by_others(path) {
+    // Only a password written in the file itself; a PasswordFile is checked
+    // where it is read.
+    if config.smtp.password.is_some() && config.smtp.password_file.is_none() {
+        if let Some(warning) = readable_by_others(
+            path,
+            "run `chmod 600` on it, or move the password to a PasswordFile only you can read",
+        ) {
             config.warnings.push(warning);
         }
     }
@@ -457,15 +462,16 @@ fn fingerprint(path: &Path, password_file: Option<&Path>) -> String {
     }
 }
 
-/// A warning when `path` can be read by users other than its owner.
-fn readable_by_others(path: &Path) -> Option<ConfigWarning> {
+/// A warning when `path`, which holds a password, can be read by users
+/// other than its owner.
+fn readable_by_others(path: &Path, advice: &str) -> Option<ConfigWarning> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
     (mode & 0o044 != 0).then(|| ConfigWarning {
         path: path.to_path_buf(),
         line: None,
         message: format!(
-            "this file holds a password and can be read by other users (mode {:o}); run `chmod 600` on it, or move the password to a PasswordFile only you can read",
+            "this file holds a password and can be read by other users (mode {:o}); {advice}",
             mode & 0o777
         ),
     })
@@ -572,6 +578,10 @@ impl Reader<'_> {
                 ini::nearest(&e.key, known).is_some_and(|near| near.eq_ignore_ascii_case(key))
             })
             .map(|e| format!(" (line {} has {}: did you mean {key}?)", e.line, e.key))
+            .or_else(|| {
+                let empty = self.document.get(section, key)?;
+                Some(format!(" (line {} gives it no value)", empty.line))
+            })
             .unwrap_or_default();
         ConfigError::MissingKey {
             path: self.path.to_path_buf(),
@@ -717,7 +727,16 @@ impl Reader<'_> {
         Ok(value)
     }
 
+    /// A path from the file: `~/…` in the user's home folder, a relative
+    /// one beside the file.
     fn relative_path(&self, value: &str) -> PathBuf {
+        let home = std::env::var_os("HOME").filter(|h| !h.is_empty());
+        if let (Some(rest), Some(home)) = (value.strip_prefix("~/"), &home) {
+            return Path::new(home).join(rest);
+        }
+        if let (true, Some(home)) = (value == "~", &home) {
+            return PathBuf::from(home);
+        }
         let path = PathBuf::from(value);
         if path.is_absolute() {
             path
@@ -810,8 +829,7 @@ impl Reader<'_> {
                         format!("cannot read {}: {e}", file.display()),
                     )
                 })?;
-                if let Some(mut warning) = readable_by_others(&file) {
-                    warning.line = None;
+                if let Some(warning) = readable_by_others(&file, "run `chmod 600` on it") {
                     self.warnings.push(warning);
                 }
                 Some(Secret::new(text.trim_end_matches(['\r', '\n'])))
@@ -823,6 +841,12 @@ impl Reader<'_> {
             "Password",
             if password.is_some() { "********" } else { "" },
         );
+        if let (Some(_), Some(entry)) = (&password, self.entry(SMTP, "PasswordFile")) {
+            let line = entry.line;
+            if let Some(setting) = self.settings.last_mut() {
+                setting.origin = format!("from PasswordFile, line {line}");
+            }
+        }
         let password_file = self
             .get(SMTP, "PasswordFile")
             .map(str::to_string)
@@ -1332,6 +1356,24 @@ mod tests {
                 PathBuf::from("\\\\server\\share\\x.log")
             ]
         );
+    }
+
+    #[test]
+    fn an_empty_value_names_its_line() {
+        let err =
+            parse_text("[smtp]\nServer =\nTo = s@example.com\nDomain = example.com\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("Server is required (line 2 gives it no value)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_home_folder_path_is_expanded() {
+        let config = parse_text("[smtp]\nServer = a.example\nTo = s@example.com\nDomain = example.com\n[report]\nOutbox = ~/reports\n").unwrap();
+        let home = std::env::var("HOME").unwrap();
+        assert_eq!(config.report.outbox, Some(Path::new(&home).join("reports")));
     }
 
     #[test]

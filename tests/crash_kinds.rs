@@ -244,7 +244,10 @@ fn check_kind(crashy: &std::path::Path, expected: &Expected) -> Option<String> {
                     .get("breadcrumbs.txt")
                     .map(|b| String::from_utf8_lossy(b).into_owned())
                     .unwrap_or_default();
-                if !breadcrumbs.contains(&format!("last line before the crash: {kind}")) {
+                let traced = format!("about to crash kind={kind}");
+                if !breadcrumbs.contains(&format!("last line before the crash: {kind}"))
+                    || !breadcrumbs.contains(&traced)
+                {
                     return Some(format!(
                         "{kind}: breadcrumbs.txt lacks the last record: {breadcrumbs:?}"
                     ));

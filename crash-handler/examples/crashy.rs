@@ -152,9 +152,17 @@ fn main() {
         std::process::exit(2);
     }
 
-    // The application's logger, its last records kept as breadcrumbs.
+    // The application's logger, its last records kept as breadcrumbs; and
+    // its `tracing` events, kept the same way.
     let _ = crashmail_handler::breadcrumbs::BreadcrumbLogger::new(FileLogger)
         .install(log::LevelFilter::Info);
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let _ = tracing_subscriber::registry()
+            .with(crashmail_handler::breadcrumbs::BreadcrumbLayer)
+            .try_init();
+    }
 
     // Exactly as the README tells applications to embed crashmail.
     let log = log_path();
@@ -169,6 +177,7 @@ fn main() {
     };
 
     log_line("crashy started");
+    tracing::info!(kind = %kind, "about to crash");
     log_line(&format!("last line before the crash: {kind}"));
     crash(&kind);
 }

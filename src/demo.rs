@@ -18,30 +18,79 @@ pub struct DemoOptions {
     pub ini: Option<PathBuf>,
 }
 
-/// Runs the demo; true when both reports arrived complete.
+/// A demo option that cannot work, said before anything runs (the error
+/// [`run`] returns, inside its `anyhow::Error`).
+#[derive(Debug, thiserror::Error)]
+pub enum BadOption {
+    #[error("--out {}: {why}", .path.display())]
+    Out { path: PathBuf, why: String },
+    /// `--ini` names a file that is missing or invalid.
+    #[error(transparent)]
+    Ini(crate::config::ConfigError),
+    #[error("{}: [report] Enabled = no: crash reports are off, so the demo would have nothing to send (turn them on, or run the demo without --ini)", .0.display())]
+    ReportsOff(PathBuf),
+}
+
+/// An I/O error naming its path.
+fn at(path: &Path) -> impl FnOnce(std::io::Error) -> anyhow::Error + '_ {
+    move |e| anyhow::anyhow!("{}: {e}", path.display())
+}
+
+/// Runs the demo; true when both reports arrived complete. A bad option
+/// is a [`BadOption`], found before anything runs.
 pub fn run(options: DemoOptions) -> anyhow::Result<bool> {
+    // The AXIS.INI first: a file that cannot be used would only show as
+    // reports that never arrive.
+    let config = match &options.ini {
+        Some(ini) => {
+            let config = crate::config::load(ini).map_err(BadOption::Ini)?;
+            if !config.report.enabled {
+                return Err(BadOption::ReportsOff(ini.clone()).into());
+            }
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
+            Some(config)
+        }
+        None => None,
+    };
     let exe = std::env::current_exe()?;
     let out = match &options.out {
         Some(out) => {
-            std::fs::create_dir_all(out)?;
+            let bad = |why: String| BadOption::Out {
+                path: out.clone(),
+                why,
+            };
+            match std::fs::metadata(out) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => return Err(bad("exists and is not a folder".into()).into()),
+                Err(_) => std::fs::create_dir_all(out)
+                    .map_err(|e| bad(format!("cannot create the folder: {e}")))?,
+            }
             out.clone()
         }
         None => tempfile::Builder::new()
             .prefix("crashmail-demo-")
-            .tempdir()?
+            .tempdir()
+            .map_err(|e| anyhow::anyhow!("a temporary folder for the demo: {e}"))?
             .keep(),
     };
     println!("crashmail demo: working in {}", out.display());
     let work = out.join("work");
-    crashmail_handler::create_private_dir(&work)?;
+    crashmail_handler::create_private_dir(&work).map_err(at(&work))?;
     let outbox = work.join("outbox");
 
-    let (receiver, ini) = match &options.ini {
-        Some(ini) => {
-            println!("Using the SMTP server of {}", ini.display());
+    let (receiver, ini) = match (&options.ini, &config) {
+        (Some(ini), Some(config)) => {
+            println!(
+                "Using the SMTP server {}:{} of {}",
+                config.smtp.host,
+                config.smtp.port,
+                ini.display()
+            );
             (None, ini.clone())
         }
-        None => {
+        _ => {
             let receiver = LoopbackReceiver::start()?;
             let ini = work.join("AXIS.INI");
             std::fs::write(
@@ -52,7 +101,8 @@ pub fn run(options: DemoOptions) -> anyhow::Result<bool> {
                      From = crashmail@example.com\nTo = support@example.com\nTimeout = 10\n",
                     receiver.port()
                 ),
-            )?;
+            )
+            .map_err(at(&ini))?;
             println!("Loopback SMTP receiver listening on {}", receiver.address());
             (Some(receiver), ini)
         }
@@ -64,7 +114,7 @@ pub fn run(options: DemoOptions) -> anyhow::Result<bool> {
         // Each run logs into its own folder, so that each report carries
         // its own run's lines.
         let run_dir = work.join(kind);
-        crashmail_handler::create_private_dir(&run_dir)?;
+        crashmail_handler::create_private_dir(&run_dir).map_err(at(&run_dir))?;
         let output = Command::new(&exe)
             .args(["sample-app", kind, "--log"])
             .arg(run_dir.join("app.log"))
@@ -105,7 +155,7 @@ pub fn run(options: DemoOptions) -> anyhow::Result<bool> {
                 continue;
             }
         };
-        std::fs::write(&saved_path, &message)?;
+        std::fs::write(&saved_path, &message).map_err(at(&saved_path))?;
         match &receiver {
             Some(_) => println!("  email received and saved as {}", saved_path.display()),
             None => println!(

@@ -30,15 +30,28 @@ impl Default for ExtractLimits {
     }
 }
 
-/// Why an extraction stopped.
+/// Why an extraction stopped. Each names what it is about once: causes are
+/// part of the message, not chained as sources.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
     #[error("not a readable zip: {0}")]
-    Zip(#[from] zip::result::ZipError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    Zip(zip::result::ZipError),
+    #[error("{}: {cause}", .path.display())]
+    Io {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{}: exists and is not a folder", .0.display())]
+    NotAFolder(PathBuf),
     #[error("entry {name}: {why} (a zip bomb?); nothing more was written")]
     Limit { name: String, why: String },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ExtractError + '_ {
+    move |cause| ExtractError::Io {
+        path: path.to_path_buf(),
+        cause,
+    }
 }
 
 /// What was written, and what was refused or changed.
@@ -79,123 +92,179 @@ fn safe_relative_path(name: &str) -> Result<PathBuf, String> {
 
 /// Makes `relative`'s parent folders inside `root`, refusing any existing
 /// part that is not a plain folder (a symbolic link above all).
-fn make_parents(root: &Path, relative: &Path) -> std::io::Result<PathBuf> {
+fn make_parents(root: &Path, relative: &Path) -> Result<PathBuf, ExtractError> {
     let mut current = root.to_path_buf();
     if let Some(parent) = relative.parent() {
         for part in parent.components() {
             current.push(part);
             match std::fs::symlink_metadata(&current) {
                 Ok(meta) if meta.file_type().is_dir() => {}
-                Ok(_) => {
-                    return Err(std::io::Error::other(format!(
-                        "{} exists and is not a folder",
-                        current.display()
-                    )))
-                }
+                Ok(_) => return Err(ExtractError::NotAFolder(current)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::DirBuilder::new().mode(0o700).create(&current)?;
+                    std::fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(&current)
+                        .map_err(io_error(&current))?;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(io_error(&current)(e)),
             }
         }
     }
     Ok(root.join(relative))
 }
 
-/// Extracts `zip` into `dir` (created if needed).
-pub fn extract(zip: &[u8], dir: &Path, limits: ExtractLimits) -> Result<Extracted, ExtractError> {
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))?;
-    if archive.len() > limits.max_entries {
-        return Err(ExtractError::Limit {
-            name: format!("{} entries", archive.len()),
-            why: format!("more than {} entries", limits.max_entries),
-        });
+/// Makes the folder extracted into, which may exist already.
+fn make_root(dir: &Path) -> Result<(), ExtractError> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(ExtractError::NotAFolder(dir.to_path_buf())),
+        Err(_) => std::fs::create_dir_all(dir).map_err(io_error(dir)),
     }
-    std::fs::create_dir_all(dir)?;
+}
+
+/// Extracts `zip` into `dir` (created if needed). A zip cut short gives the
+/// entries before the cut, with a warning saying so.
+pub fn extract(zip: &[u8], dir: &Path, limits: ExtractLimits) -> Result<Extracted, ExtractError> {
+    if std::fs::metadata(dir).is_ok_and(|meta| !meta.is_dir()) {
+        return Err(ExtractError::NotAFolder(dir.to_path_buf()));
+    }
     let mut result = Extracted::default();
     let mut total = 0u64;
-    for index in 0..archive.len() {
-        let mut entry = archive.by_index(index)?;
-        let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
-        if entry.is_symlink() {
-            result.warnings.push(format!(
-                "{name}: a symbolic link, refused (links are never created or followed)"
-            ));
-            continue;
-        }
-        let relative = match safe_relative_path(&name) {
-            Ok(relative) => relative,
-            Err(why) => {
-                result.warnings.push(format!("{name}: refused: {why}"));
-                continue;
+    let mut root_made = false;
+    let walked = crate::bundle::walk_zip(
+        zip,
+        limits.max_entries,
+        crate::bundle::Recover::Yes,
+        |item| {
+            if !root_made {
+                make_root(dir)?;
+                root_made = true;
             }
-        };
-        if entry.is_dir() {
-            make_parents(dir, &relative.join("x"))?;
-            continue;
-        }
-        let declared = entry.size();
-        let compressed = entry.compressed_size().max(1);
-        if declared > limits.max_entry_bytes {
-            return Err(ExtractError::Limit {
-                name,
-                why: format!(
-                    "{declared} bytes, more than the limit of {}",
-                    limits.max_entry_bytes
-                ),
-            });
-        }
-        if declared > 1024 * 1024 && declared / compressed > limits.max_ratio {
-            return Err(ExtractError::Limit {
-                name,
-                why: format!(
-                    "a compression ratio of {} to 1, more than {} to 1",
-                    declared / compressed,
-                    limits.max_ratio
-                ),
-            });
-        }
-        let target = make_parents(dir, &relative)?;
-        let mut file = match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&target)
-        {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mut entry = match item {
+                crate::bundle::ZipItem::Entry(entry) => entry,
+                crate::bundle::ZipItem::Unreadable { name, error } => {
+                    result
+                        .warnings
+                        .push(format!("{name}: not written: {error}"));
+                    return Ok(());
+                }
+            };
+            let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
+            if entry.is_symlink() {
                 result.warnings.push(format!(
-                    "{name}: {} already exists, not overwritten",
-                    target.display()
+                    "{name}: a symbolic link, refused (links are never created or followed)"
                 ));
-                continue;
+                return Ok(());
             }
-            Err(e) => return Err(e.into()),
-        };
-        // Declared sizes can lie: the bytes themselves are counted.
-        let budget = limits
-            .max_entry_bytes
-            .min(limits.max_total_bytes.saturating_sub(total));
-        let copied = std::io::copy(&mut (&mut entry).take(budget + 1), &mut file)?;
-        if copied > budget {
-            drop(file);
-            let _ = std::fs::remove_file(&target);
-            return Err(ExtractError::Limit {
-                name,
-                why: "more bytes than the size limits allow".into(),
-            });
+            let relative = match safe_relative_path(&name) {
+                Ok(relative) => relative,
+                Err(why) => {
+                    result.warnings.push(format!("{name}: refused: {why}"));
+                    return Ok(());
+                }
+            };
+            if entry.is_dir() {
+                make_parents(dir, &relative.join("x"))?;
+                return Ok(());
+            }
+            let declared = entry.size();
+            let compressed = entry.compressed_size().max(1);
+            if declared > limits.max_entry_bytes {
+                return Err(ExtractError::Limit {
+                    name,
+                    why: format!(
+                        "{declared} bytes, more than the limit of {}",
+                        limits.max_entry_bytes
+                    ),
+                });
+            }
+            if declared > 1024 * 1024 && declared / compressed > limits.max_ratio {
+                return Err(ExtractError::Limit {
+                    name,
+                    why: format!(
+                        "a compression ratio of {} to 1, more than {} to 1",
+                        declared / compressed,
+                        limits.max_ratio
+                    ),
+                });
+            }
+            let target = make_parents(dir, &relative)?;
+            let mut file = match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&target)
+            {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    result.warnings.push(format!(
+                        "{name}: {} already exists, not overwritten",
+                        target.display()
+                    ));
+                    return Ok(());
+                }
+                Err(e) => return Err(io_error(&target)(e)),
+            };
+            // Declared sizes can lie: the bytes themselves are counted.
+            let budget = limits
+                .max_entry_bytes
+                .min(limits.max_total_bytes.saturating_sub(total));
+            let mut copied = 0u64;
+            let mut buffer = vec![0u8; 64 * 1024];
+            loop {
+                let read = match entry.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(read) => read,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    // The entry's bytes are corrupt: it is left out, the
+                    // others are still written.
+                    Err(e) => {
+                        drop(file);
+                        let _ = std::fs::remove_file(&target);
+                        result.warnings.push(format!("{name}: not written: {e}"));
+                        return Ok(());
+                    }
+                };
+                copied += read as u64;
+                if copied > budget {
+                    drop(file);
+                    let _ = std::fs::remove_file(&target);
+                    return Err(ExtractError::Limit {
+                        name,
+                        why: "more bytes than the size limits allow".into(),
+                    });
+                }
+                file.write_all(&buffer[..read]).map_err(io_error(&target))?;
+            }
+            file.flush().map_err(io_error(&target))?;
+            total += copied;
+            if relative != Path::new(&name) {
+                result
+                    .warnings
+                    .push(format!("{name}: written as {}", relative.display()));
+            }
+            result.written.push(target);
+            Ok(())
+        },
+    );
+    match walked {
+        Ok(damage) => {
+            if !root_made {
+                make_root(dir)?;
+            }
+            if let Some(damage) = damage {
+                result.warnings.insert(0, damage);
+            }
+            Ok(result)
         }
-        file.flush()?;
-        total += copied;
-        if relative != Path::new(&name) {
-            result
-                .warnings
-                .push(format!("{name}: written as {}", relative.display()));
-        }
-        result.written.push(target);
+        Err(crate::bundle::WalkError::Zip(e)) => Err(ExtractError::Zip(e)),
+        Err(crate::bundle::WalkError::TooManyEntries(count)) => Err(ExtractError::Limit {
+            name: format!("{count} entries"),
+            why: format!("more than {} entries", limits.max_entries),
+        }),
+        Err(crate::bundle::WalkError::Visit(e)) => Err(e),
     }
-    Ok(result)
 }
 
 #[cfg(test)]

@@ -21,10 +21,14 @@ pub struct OpenedReport {
 /// Opens a report zip, an `.eml` holding one, or an extracted folder. What
 /// is broken (an entry too large, a zip cut short) is a problem of the
 /// report, and the rest is read; an error only when nothing of a report is
-/// there at all.
+/// there at all, or for a folder without `report.json` (not every folder
+/// is a report).
 pub fn open(path: &Path) -> anyhow::Result<OpenedReport> {
     let mut problems = Vec::new();
     let entries = if path.is_dir() {
+        if !path.join(REPORT_JSON).is_file() {
+            anyhow::bail!("{}", not_a_report_folder(path));
+        }
         read_folder(path)?
     } else {
         let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -66,30 +70,15 @@ pub fn open(path: &Path) -> anyhow::Result<OpenedReport> {
     Ok(report)
 }
 
-/// The entries of a zip that can be read; each that cannot is a problem.
+/// The entries of a zip that can be read; each part that cannot is a problem.
 fn read_zip_leniently(
     bytes: &[u8],
     context: &str,
     problems: &mut Vec<String>,
 ) -> BTreeMap<String, Vec<u8>> {
-    match bundle::read_zip_entries(bytes) {
-        Ok(entries) => entries,
-        Err(whole) => {
-            // Entry by entry: one too large or corrupt leaves the others.
-            let mut entries = BTreeMap::new();
-            let names = bundle::zip_entry_names(bytes);
-            if names.is_empty() {
-                problems.push(format!("{context}{whole}"));
-            }
-            for name in names {
-                match bundle::read_zip_entries_where(bytes, |n| n == name) {
-                    Ok(mut one) => entries.append(&mut one),
-                    Err(e) => problems.push(format!("{context}{name}: {e}")),
-                }
-            }
-            entries
-        }
-    }
+    let (entries, mut found) = bundle::read_zip_leniently(bytes, context);
+    problems.append(&mut found);
+    entries
 }
 
 pub fn from_entries(entries: BTreeMap<String, Vec<u8>>) -> OpenedReport {
@@ -112,6 +101,34 @@ pub fn from_entries(entries: BTreeMap<String, Vec<u8>>) -> OpenedReport {
         entries,
         problems,
     }
+}
+
+/// Why a folder without `report.json` is not shown, and what to try.
+fn not_a_report_folder(dir: &Path) -> String {
+    let mut why = format!(
+        "{}: not a report: there is no {REPORT_JSON} in this folder (inspect takes a report zip, an .eml carrying one, or a folder extracted from one)",
+        dir.display()
+    );
+    let mut reports: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| {
+            let lower = name.to_ascii_lowercase();
+            lower.ends_with(".zip") || lower.ends_with(".eml")
+        })
+        .collect();
+    reports.sort();
+    if let Some(first) = reports.first() {
+        let _ = write!(
+            why,
+            "; it holds {} .zip or .eml file(s): inspect one of them (such as {}), or run `crashmail triage` on the folder",
+            reports.len(),
+            dir.join(first).display()
+        );
+    }
+    why
 }
 
 fn read_folder(dir: &Path) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {

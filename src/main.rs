@@ -245,14 +245,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         quiet_on_closed_pipe();
     }
     match cli.command {
-        Command::Demo { out, ini } => {
-            let complete = demo::run(demo::DemoOptions { out, ini })?;
-            Ok(if complete {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        Command::Demo { out, ini } => match demo::run(demo::DemoOptions { out, ini }) {
+            Ok(true) => Ok(ExitCode::SUCCESS),
+            Ok(false) => Ok(ExitCode::from(1)),
+            // Said before anything runs: a bad --out, an AXIS.INI that
+            // cannot be used.
+            Err(e) => match e.downcast_ref::<demo::BadOption>() {
+                Some(bad) => {
+                    eprintln!("crashmail: {bad}");
+                    Ok(ExitCode::from(match bad {
+                        demo::BadOption::Ini(_) | demo::BadOption::ReportsOff(_) => {
+                            EXIT_CONFIGURATION
+                        }
+                        demo::BadOption::Out { .. } => EXIT_BAD_COMMAND_LINE,
+                    }))
+                }
+                None => Err(e),
+            },
+        },
         Command::Config { ini } => {
             let config = match load_config(ini.as_deref()) {
                 Ok(config) => config,
@@ -296,6 +306,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             symbols,
         } => {
             let opened = inspect::open(&report)?;
+            // A folder that is not there names nothing: said, and the
+            // report shown without it.
+            let symbols = symbols
+                .into_iter()
+                .filter(|path| match std::fs::metadata(path) {
+                    Ok(meta) if meta.is_dir() => true,
+                    Ok(_) => {
+                        eprintln!(
+                            "warning: --symbols {}: not a folder (give a folder of Breakpad .sym files, or of binaries and their .debug files); frames are named without it",
+                            path.display()
+                        );
+                        false
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "warning: --symbols {}: {e}; frames are named without it",
+                            path.display()
+                        );
+                        false
+                    }
+                })
+                .collect();
             let options = inspect::ShowOptions {
                 all_threads: threads,
                 log_lines: 10,
@@ -311,11 +343,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Triage { paths, since, json } => {
             let since = match since {
-                Some(text) => Some(crashmail::triage::parse_since(&text).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "--since {text:?}: expected a date (2026-12-01) or an RFC 3339 time"
-                    )
-                })?),
+                Some(text) => match crashmail::triage::parse_since(&text) {
+                    Some(since) => Some(since),
+                    None => {
+                        eprintln!(
+                            "crashmail: --since {text:?}: expected a date (2026-12-01) or an RFC 3339 time (2026-12-01T10:00:00Z)"
+                        );
+                        return Ok(ExitCode::from(EXIT_BAD_COMMAND_LINE));
+                    }
+                },
                 None => None,
             };
             let bar = indicatif::ProgressBar::new(0).with_style(
@@ -335,6 +371,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Extract { report, to } => {
+            if std::fs::metadata(&to).is_ok_and(|meta| !meta.is_dir()) {
+                eprintln!(
+                    "crashmail: --to {}: exists and is not a folder",
+                    to.display()
+                );
+                return Ok(ExitCode::from(EXIT_BAD_COMMAND_LINE));
+            }
             let bytes =
                 std::fs::read(&report).map_err(|e| anyhow::anyhow!("{}: {e}", report.display()))?;
             let zip = if bytes.starts_with(b"PK") {
@@ -347,11 +390,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     )
                 })?
             };
+            use crashmail::extract::ExtractError;
             let extracted = crashmail::extract::extract(
                 &zip,
                 &to,
                 crashmail::extract::ExtractLimits::default(),
-            )?;
+            )
+            .map_err(|e| match e {
+                // What is wrong with the report: named by its file. (The
+                // others name the file written.)
+                ExtractError::Zip(_) | ExtractError::Limit { .. } => {
+                    anyhow::anyhow!("{}: {e}", report.display())
+                }
+                _ => e.into(),
+            })?;
             for warning in &extracted.warnings {
                 eprintln!("warning: {warning}");
             }
@@ -540,6 +592,8 @@ fn flush(outbox: &Outbox, config: &config::Config, due: bool) -> anyhow::Result<
     })
 }
 
+/// A bad command line (clap's own code for its errors).
+const EXIT_BAD_COMMAND_LINE: u8 = 2;
 /// `crashmail send` and `crashmail compose`: the message is queued in the outbox.
 const EXIT_QUEUED: u8 = 3;
 /// `crashmail check`, `setup`, `send`, `compose`: AXIS.INI is missing or invalid.
@@ -549,6 +603,36 @@ const EXIT_CONFIGURATION: u8 = 10;
 fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     use crashmail::outgoing::{Email, Mailer, MailerError, SendOutcome};
     use std::io::Read;
+    // The files the command line names come first: one that cannot be read
+    // is a bad command line (exit 2), said before AXIS.INI or standard
+    // input is read.
+    let bad_file = |flag: &str, path: &std::path::Path, e: std::io::Error| {
+        eprintln!("crashmail: {flag} {}: {e}", path.display());
+        ExitCode::from(EXIT_BAD_COMMAND_LINE)
+    };
+    let mut email = Email::new(args.subject.clone(), String::new());
+    for path in &args.attach {
+        email = match email.attach_file(path) {
+            Ok(email) => email,
+            Err(MailerError::Attachment(why)) => {
+                eprintln!("crashmail: --attach {why}");
+                return Ok(ExitCode::from(EXIT_BAD_COMMAND_LINE));
+            }
+            Err(e) => return Err(e.into()),
+        };
+    }
+    if let Some(html) = &args.html_file {
+        match std::fs::read_to_string(html) {
+            Ok(text) => email = email.html(text),
+            Err(e) => return Ok(bad_file("--html-file", html, e)),
+        }
+    }
+    if let (None, Some(file)) = (&args.body, &args.body_file) {
+        match std::fs::read_to_string(file) {
+            Ok(text) => email.text = text,
+            Err(e) => return Ok(bad_file("--body-file", file, e)),
+        }
+    }
     let mailer = match Mailer::from_axis_ini(args.ini.as_deref()) {
         Ok(mailer) => mailer,
         Err(e) => {
@@ -557,18 +641,15 @@ fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         }
     };
     print_warnings(mailer.config());
-    let text = match (&args.body, &args.body_file) {
-        (Some(body), _) => body.clone(),
-        (None, Some(file)) => {
-            std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
-        }
+    match (&args.body, &args.body_file) {
+        (Some(body), _) => email.text = body.clone(),
+        (None, Some(_)) => {}
         (None, None) => {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text)?;
-            text
+            email.text = text;
         }
-    };
-    let mut email = Email::new(args.subject.clone(), text);
+    }
     for to in args
         .to
         .iter()
@@ -583,15 +664,6 @@ fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     {
         email = email.cc(cc);
     }
-    if let Some(html) = &args.html_file {
-        email = email.html(
-            std::fs::read_to_string(html)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", html.display()))?,
-        );
-    }
-    for path in &args.attach {
-        email = email.attach_file(path)?;
-    }
     let invalid =
         |e: &MailerError| matches!(e, MailerError::InvalidAddress(_) | MailerError::NoRecipient);
     if !args.now {
@@ -603,7 +675,7 @@ fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
             }
             Err(e) if invalid(&e) => {
                 eprintln!("crashmail: {e}");
-                Ok(ExitCode::from(2))
+                Ok(ExitCode::from(EXIT_BAD_COMMAND_LINE))
             }
             Err(e) => Err(e.into()),
         };
@@ -623,7 +695,7 @@ fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) if invalid(&e) => {
             eprintln!("crashmail: {e}");
-            Ok(ExitCode::from(2))
+            Ok(ExitCode::from(EXIT_BAD_COMMAND_LINE))
         }
         Err(e) => Err(e.into()),
     }
@@ -890,7 +962,7 @@ fn check(ini: Option<&std::path::Path>, send_test: Option<&str>) -> ExitCode {
     if let Some(address) = send_test {
         if address.parse::<lettre::Address>().is_err() {
             eprintln!("crashmail: --send-test {address:?} is not an email address");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_BAD_COMMAND_LINE);
         }
     }
     let started = std::time::Instant::now();

@@ -330,7 +330,12 @@ pub fn listing(outbox: &Outbox) -> std::io::Result<String> {
         }
     }
     rows.sort_by_key(|a| (a.0, a.1));
-    let rows: Vec<[String; 8]> = rows.into_iter().map(|(_, _, row)| row).collect();
+    // Every cell on one line and inert: a subject, a reason or a server's
+    // words may hold line breaks or terminal escape sequences.
+    let rows: Vec<[String; 8]> = rows
+        .into_iter()
+        .map(|(_, _, row)| row.map(|cell| table_cell(&cell)))
+        .collect();
     let incoming = outbox.incoming()?.len();
     let mut out = String::new();
     if rows.is_empty() {
@@ -374,6 +379,22 @@ pub fn listing(outbox: &Outbox) -> std::io::Result<String> {
         let _ = writeln!(out, "\n{incoming} crash record(s) in incoming/ wait to be bundled: run `crashmail outbox flush`.");
     }
     Ok(out)
+}
+
+/// A cell of the `outbox list` table: line breaks and tabs become spaces,
+/// other control characters (ESC of escape sequences, BEL, C1 controls)
+/// and the marks that reorder text on screen (bidirectional overrides)
+/// become U+FFFD, so that a cell can neither break its row nor drive the
+/// terminal.
+fn table_cell(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\r' | '\t' => ' ',
+            c if c.is_control() => '\u{fffd}',
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => '\u{fffd}',
+            c => c,
+        })
+        .collect()
 }
 
 /// The subject of an application email in the outbox.

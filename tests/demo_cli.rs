@@ -101,3 +101,64 @@ fn demo_with_an_ini_sends_through_that_server() {
     assert!(out.path().join("1-panic.zip").exists());
     assert!(out.path().join("2-segv.zip").exists());
 }
+
+#[test]
+fn demo_with_an_ini_that_cannot_be_used_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let invalid = dir.path().join("AXIS.INI");
+    std::fs::write(&invalid, "[smtp]\nServer = mail.example.com\nPort = abc\n").unwrap();
+    let missing = dir.path().join("missing.ini");
+    for (ini, why) in [(&missing, "cannot read"), (&invalid, "Port")] {
+        let started = std::time::Instant::now();
+        let output = Command::new(crashmail_exe())
+            .args(["demo", "--out"])
+            .arg(dir.path().join("out"))
+            .arg("--ini")
+            .arg(ini)
+            .env_remove("AXIS_INI")
+            .env_remove("CRASHMAIL_OUTBOX")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(10),
+            "AXIS.INI missing or invalid:\n{stdout}\n{}",
+            stderr(&output)
+        );
+        let err = stderr(&output);
+        assert!(
+            err.contains(&ini.display().to_string()) && err.contains(why),
+            "{err}"
+        );
+        assert!(stdout.is_empty(), "nothing ran: {stdout}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "at once, not after waiting for reports"
+        );
+    }
+    assert!(!dir.path().join("out").exists());
+}
+
+#[test]
+fn demo_out_that_is_a_file_is_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("taken");
+    std::fs::write(&file, "mine").unwrap();
+    let output = Command::new(crashmail_exe())
+        .args(["demo", "--out"])
+        .arg(&file)
+        .env_remove("AXIS_INI")
+        .env_remove("CRASHMAIL_OUTBOX")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output).trim(),
+        format!(
+            "crashmail: --out {}: exists and is not a folder",
+            file.display()
+        )
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+}

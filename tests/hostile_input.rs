@@ -151,7 +151,8 @@ fn a_truncated_zip_is_a_clear_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let whole = zip_of(&[("report.json", b"{}"), ("summary.txt", b"text")]);
     let path = dir.path().join("cut.zip");
-    std::fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+    // Cut inside the first entry's header: nothing of it can be read.
+    std::fs::write(&path, &whole[..20]).unwrap();
     let output = crashmail(&["inspect", path.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
@@ -292,8 +293,115 @@ fn an_empty_folder_is_not_a_report() {
     let output = crashmail(&["inspect", dir.path().to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
-        stderr(&output).contains("nothing of a report could be read: no report files in it"),
+        stderr(&output).contains("not a report: there is no report.json in this folder"),
         "{}",
         stderr(&output)
     );
+}
+
+/// The demo's SIGSEGV report zip.
+fn segv_zip() -> Vec<u8> {
+    crashmail::inspect::zip_from_email(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/reports/demo-segv.eml"
+        ))
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_zip_cut_short_shows_the_entries_before_the_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = segv_zip();
+    // Cut by 100 bytes: the directory at the end is gone, every entry is
+    // still there.
+    let path = dir.path().join("cut.zip");
+    std::fs::write(&path, &whole[..whole.len() - 100]).unwrap();
+    let output = crashmail(&["inspect", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "Reason:     SIGSEGV (SEGV_MAPERR) at 0x0",
+        "Threads:    1 in the minidump",
+        "last line before the crash: segv",
+        "problem: the zip is cut short",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+
+    // Cut in the middle of the minidump: what comes before it is shown,
+    // the minidump is named as cut short.
+    let minidump_at = whole
+        .windows(12)
+        .position(|w| w == b"minidump.dmp")
+        .unwrap();
+    let path = dir.path().join("half.zip");
+    std::fs::write(&path, &whole[..minidump_at + 2000]).unwrap();
+    let output = crashmail(&["inspect", "--json", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let view: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(view["report"]["kind"], "signal", "{view}");
+    let problems = view["problems"].to_string();
+    assert!(problems.contains("the zip is cut short"), "{problems}");
+    assert!(problems.contains("minidump.dmp: "), "{problems}");
+
+    // extract writes what is there, and says what is not.
+    let out_dir = dir.path().join("out");
+    let output = crashmail(&[
+        "extract",
+        path.to_str().unwrap(),
+        "--to",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("warning: the zip is cut short"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(out_dir.join("report.json").is_file());
+    assert!(
+        !out_dir.join("minidump.dmp").exists(),
+        "not half a minidump"
+    );
+}
+
+#[test]
+fn extract_to_a_file_names_it_and_says_what_is_wrong_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.zip");
+    std::fs::write(&report, segv_zip()).unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "mine").unwrap();
+    let output = crashmail(&[
+        "extract",
+        report.to_str().unwrap(),
+        "--to",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "crashmail: --to {}: exists and is not a folder",
+            file.display()
+        )
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+
+    // The library says the same, naming the folder.
+    let error = crashmail::extract::extract(
+        &segv_zip(),
+        &file,
+        crashmail::extract::ExtractLimits::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("{}: exists and is not a folder", file.display())
+    );
+    assert!(std::error::Error::source(&error).is_none(), "said once");
 }

@@ -163,3 +163,43 @@ fn symbols_name_the_frames_of_a_binary_that_is_gone() {
         "named with the build:\n{with}"
     );
 }
+
+#[test]
+fn a_folder_that_is_not_a_report_is_a_clear_error() {
+    // The source folder of this crate: files, folders, no report.json.
+    let source = format!("{}/src", env!("CARGO_MANIFEST_DIR"));
+    let (ok, out, err) = inspect(&[&source]);
+    assert!(!ok, "{out}");
+    assert!(out.is_empty(), "nothing shown: {out:?}");
+    assert!(
+        err.contains(&format!(
+            "{source}: not a report: there is no report.json in this folder"
+        )),
+        "{err}"
+    );
+
+    // A folder of reports: the message points at them.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("demo-segv.eml"), dir.path().join("crash.eml")).unwrap();
+    let (ok, _, err) = inspect(&[dir.path().to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("inspect one of them") && err.contains("crash.eml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_symbols_folder_that_is_not_there_is_warned_about() {
+    let (ok, out, err) = inspect(&[
+        "--symbols",
+        "/nonexistent/symbols",
+        &fixture("demo-segv.eml"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning: --symbols /nonexistent/symbols: No such file or directory"),
+        "{err}"
+    );
+    assert!(out.contains("Reason:     SIGSEGV"), "still shown: {out}");
+}

@@ -431,3 +431,64 @@ fn compose_client_choices_are_kept() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("To [support@example.com]"));
     assert!(!dir.path().join("args").exists(), "the client was not used");
 }
+
+#[test]
+fn outbox_list_keeps_every_cell_on_its_row_and_away_from_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mailer = mailer(dir.path(), unused_port());
+    let hostile = "Backup\r\ndone \u{1b}[31mred\u{1b}[0m \u{1b}]0;owned\u{7} \u{9b}2J end";
+    mailer
+        .queue(&Email::new(hostile, "text").to("ops@example.com"))
+        .unwrap();
+    // A crash report beside it, its reason as hostile.
+    queue_report(mailer.outbox(), hostile, b"log line\n");
+    let output = Command::new(crashmail_exe())
+        .args(["outbox", "list", "--outbox"])
+        .arg(dir.path().join("outbox"))
+        .env_remove("AXIS_INI")
+        .env_remove("AXIS_HOME")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let table = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        !table.contains(['\u{1b}', '\u{7}', '\r', '\u{9b}']),
+        "control characters reach the terminal: {table:?}"
+    );
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and one row each: {table:?}");
+    let email_row = lines.iter().find(|l| l.contains("(email)")).unwrap();
+    assert!(
+        email_row.contains("Backup  done") && email_row.contains("[31mred"),
+        "the subject, on its row: {email_row:?}"
+    );
+    let report_row = lines.iter().find(|l| l.contains("orders 2.1.0")).unwrap();
+    assert!(report_row.contains("Backup"), "{report_row:?}");
+}
+
+#[test]
+fn a_file_the_send_command_line_names_must_be_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.log");
+    for flag in ["--attach", "--body-file", "--html-file"] {
+        let output = crashmail_with(dir.path(), unused_port())
+            .args(["send", "--to", "ops@example.com", "--subject", "x", flag])
+            .arg(&missing)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{flag}: a bad command line: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(&format!("{flag} {}", missing.display())),
+            "{flag}: the path named: {}",
+            stderr(&output)
+        );
+    }
+    let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+    assert_eq!(zips_in(&outbox, PENDING), 0, "nothing queued");
+}

@@ -149,3 +149,20 @@ fn a_path_that_is_not_there_is_named() {
         stderr(&output)
     );
 }
+
+#[test]
+fn a_since_that_is_not_a_date_is_a_bad_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(crashmail_exe())
+        .args(["triage", "--since", "yesterday"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--since \"yesterday\": expected a date"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(output.stdout.is_empty());
+}

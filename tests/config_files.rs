@@ -295,3 +295,39 @@ fn a_missing_file_names_where_it_was_looked_for() {
         "{err}"
     );
 }
+
+/// `crashmail config` shows the outbox actually used: `$CRASHMAIL_OUTBOX`
+/// wins over `[report] Outbox`, and the line it overrides is named.
+#[test]
+fn config_shows_the_outbox_the_environment_chooses() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("AXIS.INI");
+    std::fs::write(
+        &ini,
+        "[smtp]\nServer = a.example\nTo = s@example.com\nDomain = example.com\n\
+         [report]\nOutbox = /srv/reports\n",
+    )
+    .unwrap();
+    let outbox_line = |env_outbox: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_crashmail"));
+        command.arg("config").arg("--ini").arg(&ini);
+        match env_outbox {
+            Some(path) => command.env("CRASHMAIL_OUTBOX", path),
+            None => command.env_remove("CRASHMAIL_OUTBOX"),
+        };
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("Outbox "))
+            .unwrap_or_else(|| panic!("no Outbox line in:\n{stdout}"))
+            .to_string();
+        line.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    assert_eq!(outbox_line(None), "Outbox = /srv/reports ; line 6");
+    assert_eq!(
+        outbox_line(Some("/tmp/elsewhere")),
+        "Outbox = /tmp/elsewhere ; $CRASHMAIL_OUTBOX (wins over line 6)"
+    );
+}

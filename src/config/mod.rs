@@ -1018,24 +1018,26 @@ impl Reader<'_> {
         };
         self.note(REPORT, "LogTailBytes", log_tail_bytes.to_string());
         let outbox = self.get(REPORT, "Outbox").map(|o| self.relative_path(o));
-        self.note(
-            REPORT,
-            "Outbox",
-            outbox
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| {
-                    match std::env::var_os(crashmail_handler::OUTBOX_ENV).filter(|v| !v.is_empty())
-                    {
-                        Some(path) => format!(
-                            "{} (from {})",
-                            PathBuf::from(path).display(),
-                            crashmail_handler::OUTBOX_ENV
-                        ),
-                        None => "the user's state folder".into(),
-                    }
-                }),
-        );
+        // What `crashmail config` shows is the folder actually used: the
+        // environment variable wins over the file (see the README's order).
+        let from_env = std::env::var_os(crashmail_handler::OUTBOX_ENV).filter(|v| !v.is_empty());
+        match (&from_env, &outbox) {
+            (Some(path), _) => self.settings.push(Setting {
+                section: REPORT,
+                key: "Outbox",
+                value: PathBuf::from(path).display().to_string(),
+                origin: match self.entry(REPORT, "Outbox") {
+                    Some(entry) => format!(
+                        "${} (wins over line {})",
+                        crashmail_handler::OUTBOX_ENV,
+                        entry.line
+                    ),
+                    None => format!("${}", crashmail_handler::OUTBOX_ENV),
+                },
+            }),
+            (None, Some(path)) => self.note(REPORT, "Outbox", path.display().to_string()),
+            (None, None) => self.note(REPORT, "Outbox", "the user's state folder"),
+        }
         let defaults = DeliveryPolicy::default();
         let policy = DeliveryPolicy {
             retry_first: self.duration(REPORT, "RetryFirst", defaults.retry_first)?,

@@ -305,6 +305,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             symbols,
         } => {
+            if let Some(code) = refuse_missing_inputs(std::slice::from_ref(&report)) {
+                return Ok(code);
+            }
             let opened = inspect::open(&report)?;
             // A folder that is not there names nothing: said, and the
             // report shown without it.
@@ -342,6 +345,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Triage { paths, since, json } => {
+            if let Some(code) = refuse_missing_inputs(&paths) {
+                return Ok(code);
+            }
             let since = match since {
                 Some(text) => match crashmail::triage::parse_since(&text) {
                     Some(since) => Some(since),
@@ -371,6 +377,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Extract { report, to } => {
+            if let Some(code) = refuse_missing_inputs(std::slice::from_ref(&report)) {
+                return Ok(code);
+            }
             if std::fs::metadata(&to).is_ok_and(|meta| !meta.is_dir()) {
                 eprintln!(
                     "crashmail: --to {}: exists and is not a folder",
@@ -594,6 +603,21 @@ fn flush(outbox: &Outbox, config: &config::Config, due: bool) -> anyhow::Result<
 
 /// A bad command line (clap's own code for its errors).
 const EXIT_BAD_COMMAND_LINE: u8 = 2;
+
+/// A report path that is not there is a mistyped command line (exit 2),
+/// said for each before anything is read.
+fn refuse_missing_inputs(paths: &[PathBuf]) -> Option<ExitCode> {
+    let mut missing = false;
+    for path in paths {
+        if let Err(e) = std::fs::symlink_metadata(path) {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                eprintln!("crashmail: {}: no such file or folder", path.display());
+                missing = true;
+            }
+        }
+    }
+    missing.then(|| ExitCode::from(EXIT_BAD_COMMAND_LINE))
+}
 /// `crashmail send` and `crashmail compose`: the message is queued in the outbox.
 const EXIT_QUEUED: u8 = 3;
 /// `crashmail check`, `setup`, `send`, `compose`: AXIS.INI is missing or invalid.

@@ -203,3 +203,36 @@ fn a_symbols_folder_that_is_not_there_is_warned_about() {
     );
     assert!(out.contains("Reason:     SIGSEGV"), "still shown: {out}");
 }
+
+/// A mistyped report path is a bad command line (exit 2), for `inspect` and
+/// `extract` alike, and nothing is written.
+#[test]
+fn a_report_path_that_is_not_there_is_a_bad_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("crash-typo.eml");
+    let to = dir.path().join("out");
+    for args in [
+        vec!["inspect".into(), missing.clone().into_os_string()],
+        vec![
+            "extract".into(),
+            missing.clone().into_os_string(),
+            "--to".into(),
+            to.clone().into_os_string(),
+        ],
+    ] {
+        let output = Command::new(crashmail_exe()).args(&args).output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(&format!("{}: no such file or folder", missing.display())),
+            "{}",
+            stderr(&output)
+        );
+        assert!(output.stdout.is_empty());
+    }
+    assert!(!to.exists());
+}

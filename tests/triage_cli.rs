@@ -142,9 +142,9 @@ fn a_path_that_is_not_there_is_named() {
         .args(["triage", "/nonexistent/reports"])
         .output()
         .unwrap();
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(
-        stderr(&output).contains("/nonexistent/reports: No such file or directory"),
+        stderr(&output).contains("/nonexistent/reports: no such file or folder"),
         "{}",
         stderr(&output)
     );

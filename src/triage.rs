@@ -121,11 +121,14 @@ fn split_mbox(bytes: &[u8]) -> Vec<Vec<u8>> {
     messages
 }
 
+/// Why a file that holds no report at all is skipped.
+const NO_REPORT_ATTACHED: &str = "no report attached";
+
 fn meta_from_bytes(bytes: &[u8]) -> Result<ReportMeta, String> {
     if bytes.starts_with(b"PK") {
         return crate::bundle::read_report_meta(bytes);
     }
-    let zip = crate::inspect::zip_from_email(bytes).ok_or("no report attached")?;
+    let zip = crate::inspect::zip_from_email(bytes).ok_or(NO_REPORT_ATTACHED)?;
     crate::bundle::read_report_meta(&zip)
 }
 
@@ -267,7 +270,7 @@ pub fn render(triage: &Triage) -> String {
             group.last_seen.format("%Y-%m-%d %H:%M"),
             cut(&versions.join(","), 14),
             group.hosts.len(),
-            cut_middle(&group.signature, 60),
+            shorten_signature(&group.signature, 60),
             group.example
         );
     }
@@ -281,35 +284,103 @@ pub fn render(triage: &Triage) -> String {
         triage.reports,
         triage.groups.len()
     );
-    if !triage.skipped.is_empty() {
-        let _ = writeln!(
-            out,
-            "{} file(s) skipped (not reports):",
-            triage.skipped.len()
-        );
-        for (name, why) in triage.skipped.iter().take(10) {
+    // Files that are not reports at all (logs, notes, an outbox's own
+    // files) are only counted; what looked like a report and could not be
+    // read is named, as that is a report lost to the count.
+    let (unreadable, not_reports): (Vec<_>, Vec<_>) = triage
+        .skipped
+        .iter()
+        .partition(|(name, why)| looks_like_a_report(name, why));
+    if !unreadable.is_empty() {
+        let _ = writeln!(out, "{} report(s) could not be read:", unreadable.len());
+        for (name, why) in unreadable.iter().take(10) {
             let _ = writeln!(out, "  {name}: {why}");
         }
-        if triage.skipped.len() > 10 {
-            let _ = writeln!(out, "  … and {} more", triage.skipped.len() - 10);
+        if unreadable.len() > 10 {
+            let _ = writeln!(
+                out,
+                "  … and {} more (--json lists them all)",
+                unreadable.len() - 10
+            );
         }
+    }
+    if !not_reports.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} other file(s) without a report left out (--json lists them)",
+            not_reports.len()
+        );
     }
     out
 }
 
-/// A signature cut to `width` in its middle: the reason at its start and the
-/// outermost frame at its end both stay, which is where signatures that
-/// share their first frames differ.
-fn cut_middle(text: &str, width: usize) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    if chars.len() <= width {
+/// Whether a skipped file was meant to be a report: a zip, an `.eml`, or
+/// any file whose attached report was there but broken.
+fn looks_like_a_report(name: &str, why: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    why != NO_REPORT_ATTACHED || lower.ends_with(".zip") || lower.ends_with(".eml")
+}
+
+/// A signature made to fit `width` for the table (`--json` has it whole).
+/// The crashing function matters most, so shortening goes in steps: frames
+/// lose their crate and module paths (`module::function`, then `function`),
+/// then outer frames are left off (`< …`), and only then is the end cut.
+fn shorten_signature(signature: &str, width: usize) -> String {
+    let fits = |text: &String| text.chars().count() <= width;
+    let mut parts = signature.splitn(3, " | ");
+    let (Some(kind), Some(reason), Some(frames)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return cut_end(signature, width);
+    };
+    let frames: Vec<&str> = frames.split(" < ").collect();
+    let whole = signature.to_string();
+    if fits(&whole) {
+        return whole;
+    }
+    let mut shortest = Vec::new();
+    for segments in [2, 1] {
+        let short: Vec<&str> = frames.iter().map(|f| last_segments(f, segments)).collect();
+        let text = format!("{kind} | {reason} | {}", short.join(" < "));
+        if fits(&text) {
+            return text;
+        }
+        shortest = short;
+    }
+    for kept in (1..shortest.len()).rev() {
+        let text = format!("{kind} | {reason} | {} < …", shortest[..kept].join(" < "));
+        if fits(&text) {
+            return text;
+        }
+    }
+    cut_end(
+        &format!("{kind} | {reason} | {}", shortest.join(" < ")),
+        width,
+    )
+}
+
+/// The last `count` `::` segments of a function's path; a closure
+/// (`{{closure}}`) keeps the function it is in.
+fn last_segments(function: &str, count: usize) -> &str {
+    let mut cut = function.len();
+    let mut kept = 0;
+    while kept < count {
+        let Some(at) = function[..cut].rfind("::") else {
+            return function;
+        };
+        if !function[at + 2..cut].starts_with("{{") {
+            kept += 1;
+        }
+        cut = at;
+    }
+    &function[cut + 2..]
+}
+
+fn cut_end(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
         return text.to_string();
     }
-    let head = (width - 1) / 2;
-    let tail = width - 1 - head;
-    let mut kept: String = chars[..head].iter().collect();
+    let mut kept: String = text.chars().take(width - 1).collect();
     kept.push('…');
-    kept.extend(&chars[chars.len() - tail..]);
     kept
 }
 
@@ -338,13 +409,62 @@ mod tests {
     }
 
     #[test]
-    fn signatures_that_share_their_start_stay_apart_when_cut() {
+    fn signatures_that_share_their_start_stay_apart_when_shortened() {
         let a = "panic | bad index N | crashy::parse_order_line < crashy::crash < crashy::main";
         let b = "panic | bad index N | crashy::parse_order_line < crashy::crash::{{closure}} < set_alt_signal_stack_and_start";
-        assert_ne!(cut_middle(a, 60), cut_middle(b, 60));
-        assert_eq!(cut_middle(a, 60).chars().count(), 60);
-        assert!(cut_middle(a, 60).starts_with("panic | bad index N"));
-        assert_eq!(cut_middle("short", 60), "short");
+        assert_eq!(
+            shorten_signature(a, 60),
+            "panic | bad index N | parse_order_line < crash < main"
+        );
+        assert_eq!(
+            shorten_signature(b, 60),
+            "panic | bad index N | parse_order_line < …"
+        );
+        assert_eq!(shorten_signature("short", 60), "short");
+    }
+
+    #[test]
+    fn the_crashing_function_stays_when_a_signature_is_shortened() {
+        let long = "signal | SIGSEGV | crashmail::sample_app::crash_segv < crashmail::sample_app::run < crashmail::run";
+        assert_eq!(
+            shorten_signature(long, 60),
+            "signal | SIGSEGV | crash_segv < run < run"
+        );
+        assert_eq!(
+            shorten_signature(long, 80),
+            "signal | SIGSEGV | sample_app::crash_segv < sample_app::run < crashmail::run"
+        );
+        // A reason too long for any frame is cut at its end, to the width.
+        let wordy = format!("panic | {} | app::f", "x".repeat(80));
+        assert_eq!(shorten_signature(&wordy, 60).chars().count(), 60);
+        assert!(shorten_signature(&wordy, 60).ends_with('…'));
+        assert_eq!(last_segments("a::b::{{closure}}", 1), "b::{{closure}}");
+        assert_eq!(last_segments("main", 2), "main");
+    }
+
+    #[test]
+    fn only_what_looked_like_a_report_is_named_when_skipped() {
+        let triage = Triage {
+            skipped: vec![
+                ("out/sent/1.json".into(), NO_REPORT_ATTACHED.into()),
+                ("app.log".into(), NO_REPORT_ATTACHED.into()),
+                ("cut.zip".into(), "not a readable zip: invalid".into()),
+                ("Maildir/cur/7".into(), "report.json: missing".into()),
+            ],
+            ..Triage::default()
+        };
+        let text = render(&triage);
+        assert!(text.contains("2 report(s) could not be read:"), "{text}");
+        assert!(text.contains("  cut.zip: not a readable zip"), "{text}");
+        assert!(
+            text.contains("  Maildir/cur/7: report.json: missing"),
+            "{text}"
+        );
+        assert!(!text.contains("app.log"), "{text}");
+        assert!(
+            text.contains("2 other file(s) without a report left out"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -443,6 +443,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .ok_or_else(|| {
                     anyhow::anyhow!("no outbox: pass --outbox or set CRASHMAIL_OUTBOX")
                 })?;
+            // Listing looks and does not touch: an outbox that was never
+            // made is said to be so, not created.
+            if matches!(command, OutboxCommand::List) && !root.exists() {
+                println!(
+                    "The outbox {} does not exist yet: nothing has been reported there.",
+                    root.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let outbox = Outbox::open(&root)?;
             match command {
                 OutboxCommand::List => {

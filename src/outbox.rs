@@ -351,19 +351,28 @@ pub fn listing(outbox: &Outbox) -> std::io::Result<String> {
             "next try",
             "last error, or why it waits",
         ];
+        // Columns are at most 60 characters wide, a cut marked with `…`;
+        // the last one, which nothing follows, is shown whole.
+        const WIDEST: usize = 60;
+        let last = header.len() - 1;
         let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
         for row in &rows {
             for (width, cell) in widths.iter_mut().zip(row.iter()) {
-                *width = (*width).max(cell.chars().count().min(60));
+                *width = (*width).max(cell.chars().count().min(WIDEST));
             }
         }
         let line = |cells: &[String]| -> String {
             cells
                 .iter()
                 .zip(&widths)
-                .map(|(cell, width)| {
-                    let cell: String = cell.chars().take(60).collect();
-                    format!("{cell:<width$}")
+                .enumerate()
+                .map(|(column, (cell, width))| {
+                    if column == last || cell.chars().count() <= WIDEST {
+                        format!("{cell:<width$}")
+                    } else {
+                        let cut: String = cell.chars().take(WIDEST - 1).collect();
+                        format!("{cut}…")
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join("  ")

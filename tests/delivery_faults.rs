@@ -960,3 +960,29 @@ fn outbox_list_shows_each_states_oldest_crash_first() {
         "{table}"
     );
 }
+
+#[test]
+fn outbox_list_marks_a_cut_reason_and_never_makes_an_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("outbox");
+    let never_made = std::process::Command::new(crashmail_exe())
+        .args(["outbox", "list", "--outbox"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(never_made.status.success(), "{never_made:?}");
+    assert!(
+        String::from_utf8_lossy(&never_made.stdout).contains("does not exist yet"),
+        "{never_made:?}"
+    );
+    assert!(!root.exists(), "listing created the outbox");
+
+    let outbox = Outbox::open(&root).unwrap();
+    let long = format!("order {} could not be booked", "9".repeat(80));
+    queue_report(&outbox, &long, b"log\n");
+    let table = crashmail::outbox::listing(&outbox).unwrap();
+    let row = table.lines().nth(1).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("order 999"), "{table}");
+    assert!(!row.contains("could not be booked"), "{table}");
+    assert!(row.contains('…'), "a cut is marked: {table}");
+}

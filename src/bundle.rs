@@ -141,16 +141,25 @@ const MAX_ENTRIES: usize = 10_000;
 
 /// `report.json` out of a report zip, reading nothing else.
 pub fn read_report_meta(zip: &[u8]) -> Result<ReportMeta, String> {
-    let mut archive =
-        zip::ZipArchive::new(Cursor::new(zip)).map_err(|e| format!("not a readable zip: {e}"))?;
-    let mut entry = archive
-        .by_name(REPORT_JSON)
-        .map_err(|_| "no report.json in the zip".to_string())?;
-    let mut json = Vec::new();
-    (&mut entry)
-        .take(16 * 1024 * 1024)
-        .read_to_end(&mut json)
-        .map_err(|e| e.to_string())?;
+    let json = match zip::ZipArchive::new(Cursor::new(zip)) {
+        Ok(mut archive) => {
+            let mut entry = archive
+                .by_name(REPORT_JSON)
+                .map_err(|_| "no report.json in the zip".to_string())?;
+            let mut json = Vec::new();
+            (&mut entry)
+                .take(16 * 1024 * 1024)
+                .read_to_end(&mut json)
+                .map_err(|e| e.to_string())?;
+            json
+        }
+        // A zip cut short (an attachment or a copy that stopped half-way)
+        // still counts when its report.json, written first, arrived whole.
+        Err(e) => read_zip_leniently(zip, "")
+            .0
+            .remove(REPORT_JSON)
+            .ok_or_else(|| format!("not a readable zip: {e}"))?,
+    };
     serde_json::from_slice(&json).map_err(|e| format!("report.json is invalid: {e}"))
 }
 

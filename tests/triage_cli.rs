@@ -166,3 +166,24 @@ fn a_since_that_is_not_a_date_is_a_bad_command_line() {
     );
     assert!(output.stdout.is_empty());
 }
+
+/// A report zip cut short after its report.json (a copy that stopped
+/// half-way) still counts; one cut before it is named as unreadable.
+#[test]
+fn a_report_cut_short_after_its_report_json_still_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = crashmail::inspect::zip_from_email(&fixture("demo-segv.eml")).unwrap();
+    std::fs::write(dir.path().join("cut.zip"), &zip[..zip.len() * 3 / 4]).unwrap();
+    std::fs::write(dir.path().join("stub.zip"), &zip[..20]).unwrap();
+    let output = Command::new(crashmail_exe())
+        .arg("triage")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("1 report(s), 1 distinct crash(es)"), "{text}");
+    assert!(text.contains("signal | SIGSEGV"), "{text}");
+    assert!(text.contains("1 report(s) could not be read:"), "{text}");
+    assert!(text.contains("stub.zip: not a readable zip"), "{text}");
+}

@@ -258,6 +258,9 @@ struct Session {
     options: WatchOptions,
     hello: Option<Hello>,
     config: Option<Config>,
+    /// Why there is no `config`: told in each report's delivery record, so
+    /// that `crashmail outbox list` says why the report waits.
+    config_error: Option<String>,
     outbox: Option<Outbox>,
     goodbye: bool,
     exit_status: Option<i32>,
@@ -288,6 +291,7 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
         options,
         hello: None,
         config: None,
+        config_error: None,
         outbox: None,
         goodbye: false,
         exit_status: None,
@@ -454,7 +458,10 @@ impl Session {
                 }
                 self.config = Some(config);
             }
-            Err(e) => log::error!("reports will wait in the outbox: {e}"),
+            Err(e) => {
+                log::error!("reports will wait in the outbox: {e}");
+                self.config_error = Some(e.to_string());
+            }
         }
         // The application's own choice first, then AXIS.INI's, then the
         // default the application computed.
@@ -607,6 +614,16 @@ impl Session {
                 Ok(Some(Outcome::Failed(why))) => log::error!("report {id} refused: {why}"),
                 Ok(None) => log::info!("report {id} was claimed by another sender"),
                 Err(e) => log::error!("report {id}: outbox error: {e}"),
+            }
+        } else if let Some(why) = &self.config_error {
+            let record = crate::outbox::DeliveryRecord {
+                last_error: Some(format!(
+                    "not tried: {why} (once it is fixed, `crashmail outbox flush` sends it)"
+                )),
+                ..outbox.record(crate::outbox::PENDING, &id)
+            };
+            if let Err(e) = outbox.write_record(crate::outbox::PENDING, &id, &record) {
+                log::error!("report {id}: its delivery record could not be written: {e}");
             }
         }
     }

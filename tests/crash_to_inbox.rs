@@ -652,3 +652,46 @@ fn a_panic_whose_report_cannot_be_written_still_ends_as_a_panic_and_says_why() {
     );
     assert!(err.contains(&said), "{err}");
 }
+
+/// A crash while AXIS.INI is broken: the report waits in the outbox, `outbox
+/// list` says why (the file, line and key), and once the file is fixed a
+/// flush sends it.
+#[test]
+fn a_report_made_under_a_broken_axis_ini_waits_saying_why_and_goes_once_fixed() {
+    let harness = Harness::new();
+    let good = std::fs::read_to_string(&harness.ini).unwrap();
+    std::fs::write(
+        &harness.ini,
+        good.replace("Security = none", "Security = sometimes"),
+    )
+    .unwrap();
+    let output = harness.run_sample("panic");
+    assert_eq!(output.status.code(), Some(101));
+    assert!(watchers_gone(&harness.outbox, Duration::from_secs(30)));
+    assert!(harness.receiver.messages().is_empty());
+
+    let list = harness
+        .crashmail()
+        .args(["outbox", "list"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&list.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("pending"))
+        .unwrap_or_else(|| panic!("no pending report:\n{table}"));
+    assert!(
+        row.contains("not tried:") && row.contains("AXIS.INI:4: [smtp] Security"),
+        "{table}"
+    );
+
+    std::fs::write(&harness.ini, good).unwrap();
+    let flush = harness
+        .crashmail()
+        .args(["outbox", "flush"])
+        .output()
+        .unwrap();
+    assert!(flush.status.success(), "{flush:?}");
+    let mail = parse_mail(&harness.first_message().data);
+    assert_eq!(report_json(&mail)["reason"], "bad index 7");
+}

@@ -390,20 +390,11 @@ pub fn listing(outbox: &Outbox) -> std::io::Result<String> {
     Ok(out)
 }
 
-/// A cell of the `outbox list` table: line breaks and tabs become spaces,
-/// other control characters (ESC of escape sequences, BEL, C1 controls)
-/// and the marks that reorder text on screen (bidirectional overrides)
-/// become U+FFFD, so that a cell can neither break its row nor drive the
-/// terminal.
+/// A cell of the `outbox list` table, made inert as `crashmail inspect`
+/// shows a report's text ([`crate::inspect::inert`]): a cell can neither
+/// break its row nor drive the terminal.
 fn table_cell(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\n' | '\r' | '\t' => ' ',
-            c if c.is_control() => '\u{fffd}',
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => '\u{fffd}',
-            c => c,
-        })
-        .collect()
+    crate::inspect::inert(text).to_string()
 }
 
 /// The subject of an application email in the outbox.

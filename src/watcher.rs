@@ -253,6 +253,51 @@ pub struct CrashNote {
     pub abnormal_exit: bool,
 }
 
+/// The outbox to store reports in: `chosen`, else (when it cannot be made:
+/// a file where a folder should be, no room, no permission) the one the
+/// application computed, else the user's state folder, else a private
+/// folder in the temporary folder. A crash is never dropped for want of a
+/// folder; the log says where its report went instead.
+fn open_an_outbox(chosen: &Path, applications: &Path) -> Option<Outbox> {
+    use std::os::unix::fs::MetadataExt;
+    // This process's user: the owner of its own /proc entry.
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let uid_text = uid
+        .map(|u| u.to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let shared_temp = std::env::temp_dir().join(format!("crashmail-outbox-{uid_text}"));
+    let mut candidates = vec![chosen.to_path_buf(), applications.to_path_buf()];
+    candidates.extend(crashmail_handler::default_outbox_dir());
+    candidates.push(shared_temp.clone());
+    let mut tried = Vec::new();
+    for candidate in candidates {
+        if tried.contains(&candidate) {
+            continue;
+        }
+        // In a folder every user can write to, the outbox must be ours and
+        // private (not a link, nor a folder someone else made first).
+        let opened = Outbox::open(&candidate).and_then(|outbox| {
+            let meta = std::fs::symlink_metadata(&candidate)?;
+            let ours = meta.is_dir() && Some(meta.uid()) == uid && meta.mode() & 0o077 == 0;
+            if candidate == shared_temp && !ours {
+                return Err(std::io::Error::other("not a private folder of this user"));
+            }
+            Ok(outbox)
+        });
+        match opened {
+            Ok(outbox) => {
+                if !tried.is_empty() {
+                    log::warn!("reports go to the outbox {} instead", candidate.display());
+                }
+                return Some(outbox);
+            }
+            Err(e) => log::error!("the outbox {} cannot be used: {e}", candidate.display()),
+        }
+        tried.push(candidate);
+    }
+    None
+}
+
 /// The session with one application.
 struct Session {
     options: WatchOptions,
@@ -470,10 +515,7 @@ impl Session {
             (false, Some(configured)) => configured,
             _ => hello.outbox_dir.clone(),
         };
-        match Outbox::open(&outbox_dir) {
-            Ok(outbox) => self.outbox = Some(outbox),
-            Err(e) => log::error!("the outbox {} cannot be used: {e}", outbox_dir.display()),
-        }
+        self.outbox = open_an_outbox(&outbox_dir, &hello.outbox_dir);
         self.oom_kills_at_hello = Some(crate::cgroup::OomKills::count(hello.pid));
         self.hello = Some(hello);
     }
@@ -582,6 +624,12 @@ impl Session {
                     Ok(_) => {
                         log::info!("report {id} sent from memory");
                         self.crashes_reported += 1;
+                        // Its recovery copy would be bundled and sent a
+                        // second time by the next `crashmail` run.
+                        if let Some(dump_path) = dump_path {
+                            let _ = std::fs::remove_file(dump_path);
+                        }
+                        let _ = std::fs::remove_file(&note_path);
                     }
                     Err(why) => log::error!("report {id} is lost: {why}"),
                 }

@@ -50,6 +50,35 @@ impl Tmpfs {
         Tmpfs(at.to_path_buf())
     }
 
+    /// A tmpfs that holds at most `files` files and folders.
+    fn mount_with_files(at: &Path, bytes: u64, files: u64) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={bytes},nr_inodes={files},mode=0700"))
+            .arg("tmpfs")
+            .arg(at)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs needs root");
+        Tmpfs(at.to_path_buf())
+    }
+
+    /// Makes empty files until only `left` more can be made; returns them.
+    fn fill_files_leaving(&self, left: usize) -> Vec<PathBuf> {
+        let mut made = Vec::new();
+        while let Ok(path) = {
+            let path = self.0.join(format!("filler-{}", made.len()));
+            std::fs::File::create_new(&path).map(|_| path)
+        } {
+            made.push(path);
+        }
+        for path in made.drain(made.len().saturating_sub(left)..) {
+            std::fs::remove_file(path).unwrap();
+        }
+        made
+    }
+
     /// Fills the file system with one file until `free` bytes are left.
     fn fill_leaving(&self, free: u64) {
         use std::io::Write;
@@ -250,6 +279,60 @@ fn a_disk_without_a_byte_free_still_sends_the_report_from_memory_with(profile: &
         "{}",
         report["frames"]
     );
+}
+
+/// Room on the disk for the watcher's recovery copy of a crash (its note
+/// and raw minidump, two files, written while the report is built) and for
+/// no further file, so that the report cannot be stored: it goes from
+/// memory, and its recovery copy is not left to be sent a second time by
+/// the next flush.
+#[test]
+fn a_report_sent_from_memory_is_not_sent_again_from_its_recovery_copy() {
+    let harness = Harness::new();
+    let disk = Tmpfs::mount_with_files(&harness.outbox, 8 * MIB, 64);
+    // A first crash makes the outbox's folders and files.
+    let status = crashy_in("dev", &harness, "segv").status().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGSEGV));
+    the_one_report(&harness);
+
+    let fillers = disk.fill_files_leaving(3);
+    let status = crashy_in("dev", &harness, "segv").status().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGSEGV));
+    assert!(watchers_gone(&harness.outbox, Duration::from_secs(30)));
+    let messages = harness.receiver.wait_for(2, MAIL_WAIT);
+    assert_eq!(messages.len(), 2, "{}", harness.watcher_log());
+    let second = report_json(&parse_mail(&messages[1].data));
+    assert!(
+        second["notes"].to_string().contains("sent from memory"),
+        "{}\n{}",
+        second["notes"],
+        harness.watcher_log()
+    );
+
+    for filler in fillers {
+        std::fs::remove_file(filler).unwrap();
+    }
+    let flush = harness
+        .crashmail()
+        .args(["outbox", "flush"])
+        .output()
+        .unwrap();
+    assert!(flush.status.success(), "{flush:?}");
+    assert_eq!(
+        harness.receiver.wait_for(3, Duration::from_secs(2)).len(),
+        2,
+        "the crash was sent twice: {}",
+        String::from_utf8_lossy(&flush.stdout)
+    );
+    let outbox = crashmail::outbox::Outbox::open(&harness.outbox).unwrap();
+    assert_eq!(
+        zips_in(&outbox, crashmail::outbox::PENDING),
+        0,
+        "a second report of the crash waits: {}",
+        String::from_utf8_lossy(&flush.stdout)
+    );
+    let left = every_file(&harness.outbox.join("run"));
+    assert!(left.is_empty(), "left in run/: {left:?}");
 }
 
 #[test]

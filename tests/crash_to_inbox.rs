@@ -550,6 +550,51 @@ fn the_outbox_named_in_axis_ini_is_used_when_the_application_names_none() {
     );
 }
 
+/// `[report] Outbox` names a folder that cannot be made (a file is in the
+/// way): the crash is still reported, through the application's own
+/// outbox, and the watcher says where it went.
+#[test]
+fn a_configured_outbox_that_cannot_be_made_does_not_lose_the_crash() {
+    let harness = Harness::new();
+    let in_the_way = harness.dir.path().join("a-file");
+    std::fs::write(&in_the_way, b"not a folder").unwrap();
+    let mut ini = std::fs::read_to_string(&harness.ini).unwrap();
+    ini.push_str(&format!(
+        "[report]\nOutbox = {}\n",
+        in_the_way.join("outbox").display()
+    ));
+    std::fs::write(&harness.ini, ini).unwrap();
+    let home = harness.dir.path().join("home");
+    let output = harness
+        .sample_app("panic")
+        .env_remove("CRASHMAIL_OUTBOX")
+        .env_remove("XDG_STATE_HOME")
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(101));
+    let default_outbox = home.join(".local/state/crashmail");
+    assert!(watchers_gone(&default_outbox, Duration::from_secs(10)));
+    let log = std::fs::read_to_string(default_outbox.join("watcher.log")).unwrap_or_default();
+    let mail = parse_mail(&harness.first_message().data);
+    assert_eq!(report_json(&mail)["reason"], "bad index 7");
+    assert!(
+        log.contains("cannot be used")
+            && log.contains(&format!(
+                "reports go to the outbox {}",
+                default_outbox.display()
+            )),
+        "{log}"
+    );
+    assert_eq!(
+        files_in(&default_outbox.join("sent"))
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "zip"))
+            .count(),
+        1
+    );
+}
+
 #[test]
 fn the_email_has_an_html_body_with_the_summary_and_nothing_external() {
     let harness = Harness::new();

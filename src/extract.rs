@@ -5,6 +5,7 @@
 //! link is created or followed, and size and compression-ratio limits stop
 //! zip bombs before they fill the disk.
 
+use crate::inspect::inert;
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -31,19 +32,20 @@ impl Default for ExtractLimits {
 }
 
 /// Why an extraction stopped. Each names what it is about once: causes are
-/// part of the message, not chained as sources.
+/// part of the message, not chained as sources. Entry names, and the paths
+/// made of them, are shown [`inert`]: they come from the zip.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
     #[error("not a readable zip: {0}")]
     Zip(zip::result::ZipError),
-    #[error("{}: {cause}", .path.display())]
+    #[error("{}: {cause}", inert(&.path.to_string_lossy()))]
     Io {
         path: PathBuf,
         cause: std::io::Error,
     },
-    #[error("{}: exists and is not a folder", .0.display())]
+    #[error("{}: exists and is not a folder", inert(&.0.to_string_lossy()))]
     NotAFolder(PathBuf),
-    #[error("entry {name}: {why} (a zip bomb?); nothing more was written")]
+    #[error("entry {}: {why} (a zip bomb?); nothing more was written", inert(.name))]
     Limit { name: String, why: String },
 }
 
@@ -58,6 +60,7 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ExtractError + '_ {
 #[derive(Clone, Debug, Default)]
 pub struct Extracted {
     pub written: Vec<PathBuf>,
+    /// One line each, ready to print: the entry names in them are [`inert`].
     pub warnings: Vec<String>,
 }
 
@@ -145,21 +148,27 @@ pub fn extract(zip: &[u8], dir: &Path, limits: ExtractLimits) -> Result<Extracte
                 crate::bundle::ZipItem::Unreadable { name, error } => {
                     result
                         .warnings
-                        .push(format!("{name}: not written: {error}"));
+                        .push(format!("{}: not written: {error}", inert(&name)));
                     return Ok(());
                 }
             };
             let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
+            // The name as the warnings show it: anyone may have made the
+            // zip, and a name printed raw could drive the terminal (escape
+            // sequences) or fake a line of its own.
+            let shown = inert(&name);
             if entry.is_symlink() {
                 result.warnings.push(format!(
-                    "{name}: a symbolic link, refused (links are never created or followed)"
+                    "{shown}: a symbolic link, refused (links are never created or followed)"
                 ));
                 return Ok(());
             }
             let relative = match safe_relative_path(&name) {
                 Ok(relative) => relative,
                 Err(why) => {
-                    result.warnings.push(format!("{name}: refused: {why}"));
+                    result
+                        .warnings
+                        .push(format!("{shown}: refused: {}", inert(&why)));
                     return Ok(());
                 }
             };
@@ -199,8 +208,8 @@ pub fn extract(zip: &[u8], dir: &Path, limits: ExtractLimits) -> Result<Extracte
                 Ok(file) => file,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     result.warnings.push(format!(
-                        "{name}: {} already exists, not overwritten",
-                        target.display()
+                        "{shown}: {} already exists, not overwritten",
+                        inert(&target.to_string_lossy())
                     ));
                     return Ok(());
                 }
@@ -222,7 +231,7 @@ pub fn extract(zip: &[u8], dir: &Path, limits: ExtractLimits) -> Result<Extracte
                     Err(e) => {
                         drop(file);
                         let _ = std::fs::remove_file(&target);
-                        result.warnings.push(format!("{name}: not written: {e}"));
+                        result.warnings.push(format!("{shown}: not written: {e}"));
                         return Ok(());
                     }
                 };
@@ -240,9 +249,10 @@ pub fn extract(zip: &[u8], dir: &Path, limits: ExtractLimits) -> Result<Extracte
             file.flush().map_err(io_error(&target))?;
             total += copied;
             if relative != Path::new(&name) {
-                result
-                    .warnings
-                    .push(format!("{name}: written as {}", relative.display()));
+                result.warnings.push(format!(
+                    "{shown}: written as {}",
+                    inert(&relative.to_string_lossy())
+                ));
             }
             result.written.push(target);
             Ok(())
@@ -254,7 +264,7 @@ pub fn extract(zip: &[u8], dir: &Path, limits: ExtractLimits) -> Result<Extracte
                 make_root(dir)?;
             }
             if let Some(damage) = damage {
-                result.warnings.insert(0, damage);
+                result.warnings.insert(0, inert(&damage).to_string());
             }
             Ok(result)
         }
@@ -269,8 +279,25 @@ pub fn extract(zip: &[u8], dir: &Path, limits: ExtractLimits) -> Result<Extracte
 
 #[cfg(test)]
 mod tests {
-    use super::safe_relative_path;
+    use super::{safe_relative_path, ExtractError};
     use std::path::PathBuf;
+
+    #[test]
+    fn errors_show_entry_names_inert() {
+        let error = ExtractError::Limit {
+            name: "a\u{1b}[31m\nb\u{1}".into(),
+            why: "too big".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "entry a\u{fffd}[31m b\u{fffd}: too big (a zip bomb?); nothing more was written"
+        );
+        let error = ExtractError::NotAFolder(PathBuf::from("out/\u{202e}txt.exe"));
+        assert_eq!(
+            error.to_string(),
+            "out/\u{fffd}txt.exe: exists and is not a folder"
+        );
+    }
 
     #[test]
     fn names_that_climb_or_are_absolute_are_refused() {

@@ -60,8 +60,9 @@ pub fn open(path: &Path) -> anyhow::Result<OpenedReport> {
             problems.join("; ")
         };
         anyhow::bail!(
-            "{}: nothing of a report could be read: {why}",
-            path.display()
+            "{}: nothing of a report could be read: {}",
+            path.display(),
+            inert(&why)
         );
     }
     let mut report = from_entries(entries);
@@ -196,6 +197,36 @@ fn printable_line(line: &str) -> String {
         shown.push_str(&format!(" … ({} more characters)", count - MAX_SHOWN_LINE));
     }
     shown
+}
+
+/// Text from a report, made inert for a terminal: see [`inert`].
+#[derive(Clone, Copy, Debug)]
+pub struct Inert<'a>(&'a str);
+
+/// Text from a report (or a zip's entry names), shown on one line of a
+/// terminal without any power over it. A report may come from anywhere, and
+/// printed raw its text could colour the terminal or set its title (escape
+/// sequences), reorder what is shown (bidirectional overrides), or start a
+/// line of its own that poses as ours ("Report id: ..."). So line breaks and
+/// tabs become spaces; other control characters (C0, DEL, C1) and the
+/// bidirectional override and isolate marks become U+FFFD. The same rule as
+/// the outbox's table cells; `--json` needs none of it, JSON escapes them.
+pub fn inert(text: &str) -> Inert<'_> {
+    Inert(text)
+}
+
+impl std::fmt::Display for Inert<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            f.write_char(match c {
+                '\n' | '\r' | '\t' => ' ',
+                c if c.is_control() => '\u{fffd}',
+                '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => '\u{fffd}',
+                c => c,
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// How much of a report to show, and with what.
@@ -377,39 +408,48 @@ pub fn render(report: &OpenedReport, options: &ShowOptions) -> String {
     render_view(&view(report, options), options)
 }
 
-/// The text of a view.
+/// The text of a view. Everything in it that comes from the report goes
+/// through [`inert`] as it is written in: a report cannot drive the
+/// terminal, nor start a line that poses as one of ours. Text shown as lines
+/// (summary, breadcrumbs, logs) is made inert line by line, each indented
+/// or prefixed.
 pub fn render_view(view: &InspectView, options: &ShowOptions) -> String {
     let mut out = String::new();
     if let Some(meta) = &view.report {
-        let _ = writeln!(out, "App:        {} {}", meta.app_name, meta.app_version);
+        let _ = writeln!(
+            out,
+            "App:        {} {}",
+            inert(&meta.app_name),
+            inert(&meta.app_version)
+        );
         let _ = writeln!(
             out,
             "Time:       {}",
             meta.time.format("%Y-%m-%d %H:%M:%S UTC")
         );
-        let _ = writeln!(out, "Host:       {}", meta.host);
-        let _ = writeln!(out, "OS:         {}", meta.os);
+        let _ = writeln!(out, "Host:       {}", inert(&meta.host));
+        let _ = writeln!(out, "OS:         {}", inert(&meta.os));
         let _ = writeln!(out, "Kind:       {}", meta.kind);
-        let _ = writeln!(out, "Reason:     {}", meta.reason);
+        let _ = writeln!(out, "Reason:     {}", inert(&meta.reason));
         if let Some(location) = meta.panic.as_ref().and_then(|p| p.location.as_ref()) {
-            let _ = writeln!(out, "Location:   {location}");
+            let _ = writeln!(out, "Location:   {}", inert(location));
         }
         if meta.occurrences > 1 {
             let _ = writeln!(out, "Occurred:   {} times", meta.occurrences);
         }
-        let _ = writeln!(out, "Signature:  {}", meta.signature);
+        let _ = writeln!(out, "Signature:  {}", inert(&meta.signature));
         let _ = writeln!(out, "Report id:  {}", meta.id);
     }
     if let Some(summary) = &view.summary {
         let _ = writeln!(out, "Summary (report.json could not be read):");
         for line in summary.lines() {
-            let _ = writeln!(out, "  {line}");
+            let _ = writeln!(out, "  {}", inert(line));
         }
     }
     if let Some(source) = view.frames_from {
         let _ = writeln!(out, "\nCrashing thread (from {source}):");
         for (index, frame) in view.frames.iter().enumerate() {
-            let _ = writeln!(out, "  #{index:<2} {frame}");
+            let _ = writeln!(out, "  #{index:<2} {}", inert(frame));
         }
     }
     if let Some(count) = view.thread_count {
@@ -425,17 +465,17 @@ pub fn render_view(view: &InspectView, options: &ShowOptions) -> String {
             out,
             "\nThread {} {}",
             thread.id,
-            thread.name.as_deref().unwrap_or("")
+            inert(thread.name.as_deref().unwrap_or(""))
         );
         for (index, frame) in thread.frames.iter().enumerate() {
-            let _ = writeln!(out, "  #{index:<2} {frame}");
+            let _ = writeln!(out, "  #{index:<2} {}", inert(frame));
         }
     }
     if let Some(main) = view.modules.first() {
-        let _ = writeln!(out, "Executable: {main}");
+        let _ = writeln!(out, "Executable: {}", inert(main));
         if options.all_threads {
             for module in &view.modules[1..] {
-                let _ = writeln!(out, "            {module}");
+                let _ = writeln!(out, "            {}", inert(module));
             }
         } else if view.modules.len() > 1 {
             let _ = writeln!(
@@ -448,36 +488,55 @@ pub fn render_view(view: &InspectView, options: &ShowOptions) -> String {
     if let Some(meta) = view.report.as_ref().filter(|m| !m.notes.is_empty()) {
         let _ = writeln!(out, "\nNotes:");
         for note in &meta.notes {
-            let _ = writeln!(out, "  - {note}");
+            let _ = writeln!(out, "  - {}", inert(note));
         }
     }
     if !view.breadcrumbs.is_empty() {
         let _ = writeln!(out, "\nBreadcrumbs (last records before the crash):");
         for line in &view.breadcrumbs {
-            let _ = writeln!(out, "  | {line}");
+            let _ = writeln!(out, "  | {}", inert(line));
         }
     }
     for log in &view.logs {
         let _ = writeln!(
             out,
             "\n{} (last {} of {} lines):",
-            log.name,
+            inert(&log.name),
             log.last_lines.len(),
             log.total_lines
         );
         for line in &log.last_lines {
-            let _ = writeln!(out, "  | {line}");
+            let _ = writeln!(out, "  | {}", inert(line));
         }
     }
     for problem in &view.problems {
-        let _ = writeln!(out, "\nproblem: {problem}");
+        let _ = writeln!(out, "\nproblem: {}", inert(problem));
     }
     out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::printable_line;
+    use super::{inert, printable_line};
+
+    #[test]
+    fn report_text_is_shown_inert_on_one_line() {
+        assert_eq!(
+            inert("evil \u{1b}[31mRED\u{1b}[0m\r\nSubject: x\tend").to_string(),
+            "evil \u{fffd}[31mRED\u{fffd}[0m  Subject: x end"
+        );
+        assert_eq!(
+            inert("app\u{1b}]0;title\u{7}\u{7f}\u{9b}\u{0}").to_string(),
+            "app\u{fffd}]0;title\u{fffd}\u{fffd}\u{fffd}\u{fffd}"
+        );
+        assert_eq!(
+            inert("a\u{202a}b\u{202e}c\u{2066}d\u{2069}e").to_string(),
+            "a\u{fffd}b\u{fffd}c\u{fffd}d\u{fffd}e"
+        );
+        // What is plain is left as it is: accents, other scripts, emoji.
+        let plain = "crashmail-sample-app 0.1.0 — déjà vu, 日本語, עברית 🦀";
+        assert_eq!(inert(plain).to_string(), plain);
+    }
 
     #[test]
     fn log_lines_cannot_drive_the_terminal() {

@@ -405,3 +405,177 @@ fn extract_to_a_file_names_it_and_says_what_is_wrong_once() {
     );
     assert!(std::error::Error::source(&error).is_none(), "said once");
 }
+
+/// Every control character but the line break, and the bidirectional
+/// override and isolate marks: what could drive a terminal or disguise text.
+fn unsafe_chars(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|&c| {
+            (c.is_control() && c != '\n')
+                || ('\u{202a}'..='\u{202e}').contains(&c)
+                || ('\u{2066}'..='\u{2069}').contains(&c)
+        })
+        .collect()
+}
+
+/// What a hostile report puts in its fields: colours, a terminal title, a
+/// line of its own, a right-to-left override.
+const EVIL_REASON: &str = "evil \u{1b}[31mRED\u{1b}[0m reason\nSubject: injected";
+const EVIL_APP: &str = "app\u{1b}]0;title\u{7}";
+
+/// The entries of the demo's panic report, with every field a report can
+/// carry made hostile; `edit` changes its report.json further.
+fn hostile_panic_report(
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let zip = crashmail::inspect::zip_from_email(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/reports/demo-panic.eml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut entries = crashmail::bundle::read_zip_entries(&zip).unwrap();
+    let mut meta: serde_json::Value = serde_json::from_slice(&entries["report.json"]).unwrap();
+    meta["reason"] = EVIL_REASON.into();
+    meta["app_name"] = EVIL_APP.into();
+    meta["app_version"] = "1.0\r\nReport id:  forged".into();
+    meta["host"] = "host\u{9b}2J\u{7f}".into();
+    meta["os"] = "Linux\u{202e}xuniL\u{2066}".into();
+    meta["signature"] = "sig\nSubject: injected".into();
+    meta["panic"]["message"] = EVIL_REASON.into();
+    meta["panic"]["location"] = "src/x.rs:1\u{1b}[2J\nSubject: injected".into();
+    meta["frames"] = serde_json::json!(["evil_fn\u{1b}[31m at src/x.rs:1\nSubject: injected"]);
+    meta["notes"] = serde_json::json!(["a note\nSubject: injected\u{8}\u{8}"]);
+    edit(&mut meta);
+    entries.insert(
+        "report.json".into(),
+        serde_json::to_vec_pretty(&meta).unwrap(),
+    );
+    entries.insert(
+        "breadcrumbs.txt".into(),
+        b"crumb \x1b[31mone\x07\rSubject: injected\nSubject: injected\xe2\x80\xae\n".to_vec(),
+    );
+    entries.insert(
+        "logs/evil\x1b[31m\u{202e}.log".into(),
+        b"line \x1b]0;title\x07\n".to_vec(),
+    );
+    entries
+}
+
+fn zip_of_entries(entries: &std::collections::BTreeMap<String, Vec<u8>>) -> Vec<u8> {
+    let list: Vec<(&str, &[u8])> = entries
+        .iter()
+        .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
+        .collect();
+    zip_of(&list)
+}
+
+#[test]
+fn inspect_shows_hostile_report_fields_inert() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = zip_of_entries(&hostile_panic_report(|_| {}));
+    // No frames in report.json: they come from backtrace.txt.
+    let mut backtrace_only = hostile_panic_report(|meta| meta["frames"] = serde_json::json!([]));
+    backtrace_only.insert(
+        "backtrace.txt".into(),
+        b"   0: evil_fn\x1b[31m\x07\n             at ./src/x.rs:1\x1b[2J\n".to_vec(),
+    );
+    // report.json unreadable: summary.txt is shown.
+    let mut summary_only = hostile_panic_report(|meta| meta["kind"] = "no such kind".into());
+    summary_only.insert(
+        "summary.txt".into(),
+        b"summary \x1b[31mRED\x07\nSubject: injected\x1b[0m\n".to_vec(),
+    );
+    for (name, zip, threads) in [
+        ("fields.zip", hostile.clone(), false),
+        ("threads.zip", hostile, true),
+        ("backtrace.zip", zip_of_entries(&backtrace_only), false),
+        ("summary.zip", zip_of_entries(&summary_only), false),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, zip).unwrap();
+        let mut args = vec!["inspect"];
+        if threads {
+            args.push("--threads");
+        }
+        args.push(path.to_str().unwrap());
+        let output = crashmail(&args);
+        assert!(output.status.success(), "{name}: {}", stderr(&output));
+        let out = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(unsafe_chars(&out), Vec::<char>::new(), "{name}:\n{out}");
+        for line in out.lines() {
+            assert!(
+                !line.starts_with("Subject: injected") && !line.starts_with("Report id:  forged"),
+                "{name}: a line of the report posed as inspect's own: {line:?} in\n{out}"
+            );
+        }
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with("Report id:")).count(),
+            usize::from(name != "summary.zip"),
+            "{name}:\n{out}"
+        );
+        assert!(
+            out.contains("RED"),
+            "{name}: the reason is still shown:\n{out}"
+        );
+        if name != "summary.zip" {
+            assert!(
+                out.contains("evil_fn"),
+                "{name}: frames still shown:\n{out}"
+            );
+        }
+    }
+
+    // --json is left as it was: JSON escapes the text, and keeps it whole.
+    let path = dir.path().join("fields.zip");
+    let output = crashmail(&["inspect", "--json", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let view: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(view["report"]["reason"], EVIL_REASON);
+    assert_eq!(view["report"]["app_name"], EVIL_APP);
+}
+
+#[test]
+fn extract_warnings_show_hostile_entry_names_inert() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default();
+    // Refused: control characters in the name.
+    zip.start_file("x\x1b[31my\x01.txt", options).unwrap();
+    zip.write_all(b"data").unwrap();
+    // Refused: climbs out.
+    zip.start_file("../\x1b]0;title\x07/evil.txt", options)
+        .unwrap();
+    zip.write_all(b"data").unwrap();
+    // A link, refused.
+    zip.add_symlink("link\x1b[2J\u{202e}", "/etc", options)
+        .unwrap();
+    // Written under another name: the warning names both.
+    zip.start_file("dir\\\u{202e}txt.exe", options).unwrap();
+    zip.write_all(b"data").unwrap();
+    zip.start_file("report.json", options).unwrap();
+    zip.write_all(b"{}").unwrap();
+    let path = dir.path().join("names.zip");
+    std::fs::write(&path, zip.finish().unwrap().into_inner()).unwrap();
+    let out = dir.path().join("out");
+    let output = crashmail(&[
+        "extract",
+        path.to_str().unwrap(),
+        "--to",
+        out.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert_eq!(unsafe_chars(&err), Vec::<char>::new(), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("warning: ")).count(),
+        4,
+        "one warning for each odd name:\n{err}"
+    );
+    assert!(
+        err.contains("refused: control characters in the name"),
+        "{err}"
+    );
+}

@@ -29,3 +29,4 @@ pub mod setup;
 pub mod symbolize;
 pub mod triage;
 pub mod watcher;
+pub mod watcher_log;

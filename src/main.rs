@@ -487,8 +487,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             app_pid,
             ini,
         } => {
-            log::set_logger(&STDERR_LOGGER).ok();
-            log::set_max_level(log::LevelFilter::Info);
+            crashmail::watcher_log::install();
             watcher::run(watcher::WatchOptions {
                 socket,
                 app_pid,
@@ -1031,32 +1030,4 @@ fn check(ini: Option<&std::path::Path>, send_test: Option<&str>) -> ExitCode {
         None => ExitCode::SUCCESS,
         Some(failure) => ExitCode::from(failure.class.exit_code()),
     }
-}
-
-/// The watcher's log: one timestamped line per record on stderr, which the
-/// application points at the outbox's `watcher.log`.
-struct StderrLogger;
-static STDERR_LOGGER: StderrLogger = StderrLogger;
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::Level::Info && metadata.target().starts_with("crashmail")
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            // One write per line: stderr is unbuffered, and watchers of
-            // several applications append to the same watcher.log.
-            let line = format!(
-                "{} crashmail watch[{}] {}: {}\n",
-                chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-                std::process::id(),
-                record.level(),
-                record.args()
-            );
-            let _ = std::io::stderr().write_all(line.as_bytes());
-        }
-    }
-
-    fn flush(&self) {}
 }

@@ -516,6 +516,17 @@ impl Session {
             _ => hello.outbox_dir.clone(),
         };
         self.outbox = open_an_outbox(&outbox_dir, &hello.outbox_dir);
+        // The application started this watcher with its log in the outbox
+        // it knew of; the log follows the reports into the one chosen.
+        if let Some(outbox) = &self.outbox {
+            if outbox.root() != hello.outbox_dir {
+                let path = outbox.root().join("watcher.log");
+                log::info!("this watcher's log goes on in {}", path.display());
+                if let Err(e) = crate::watcher_log::continue_in(&path) {
+                    log::warn!("{}: {e}; the log stays here", path.display());
+                }
+            }
+        }
         self.oom_kills_at_hello = Some(crate::cgroup::OomKills::count(hello.pid));
         self.hello = Some(hello);
     }

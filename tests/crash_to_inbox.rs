@@ -548,6 +548,22 @@ fn the_outbox_named_in_axis_ini_is_used_when_the_application_names_none() {
         1,
         "the report went through the configured outbox"
     );
+    // The watcher's log follows the reports into that outbox.
+    let configured_log =
+        std::fs::read_to_string(configured.join("watcher.log")).unwrap_or_default();
+    assert!(
+        configured_log.contains("stored at") && configured_log.contains("sent to"),
+        "{configured_log}"
+    );
+    let started_log =
+        std::fs::read_to_string(default_outbox.join("watcher.log")).unwrap_or_default();
+    assert!(
+        started_log.contains(&format!(
+            "this watcher's log goes on in {}",
+            configured.join("watcher.log").display()
+        )),
+        "{started_log}"
+    );
 }
 
 /// `[report] Outbox` names a folder that cannot be made (a file is in the

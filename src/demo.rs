@@ -193,10 +193,16 @@ pub fn run(options: DemoOptions) -> anyhow::Result<bool> {
     }
     println!();
     if all_complete {
-        println!(
-            "Both reports arrived complete. The emails are in {}",
-            out.display()
-        );
+        match &receiver {
+            Some(_) => println!(
+                "Both reports arrived complete. The emails are in {}",
+                out.display()
+            ),
+            None => println!(
+                "Both reports were accepted by the server. Their zips are in {}",
+                out.display()
+            ),
+        }
     } else {
         println!(
             "Something was missing; the watcher's log is {}",

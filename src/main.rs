@@ -101,7 +101,8 @@ enum Command {
     Outbox {
         #[command(subcommand)]
         command: OutboxCommand,
-        /// The outbox (default: $CRASHMAIL_OUTBOX, else the user's state folder).
+        /// The outbox (default: $CRASHMAIL_OUTBOX, else AXIS.INI's [report]
+        /// Outbox, else the user's state folder).
         #[arg(long, global = true)]
         outbox: Option<PathBuf>,
         /// AXIS.INI to send with (default: searched as described in the README).
@@ -631,6 +632,16 @@ const EXIT_QUEUED: u8 = 3;
 /// `crashmail check`, `setup`, `send`, `compose`: AXIS.INI is missing or invalid.
 const EXIT_CONFIGURATION: u8 = 10;
 
+/// Why `send` or `compose` cannot start: a missing or invalid AXIS.INI is
+/// exit 10; an outbox that cannot be used (named in the message) is 1.
+fn mailer_unavailable(error: &crashmail::outgoing::MailerError) -> ExitCode {
+    eprintln!("crashmail: {error}");
+    match error {
+        crashmail::outgoing::MailerError::Configuration(_) => ExitCode::from(EXIT_CONFIGURATION),
+        _ => ExitCode::FAILURE,
+    }
+}
+
 /// `crashmail send`.
 fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     use crashmail::outgoing::{Email, Mailer, MailerError, SendOutcome};
@@ -667,10 +678,7 @@ fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     }
     let mailer = match Mailer::from_axis_ini(args.ini.as_deref()) {
         Ok(mailer) => mailer,
-        Err(e) => {
-            eprintln!("crashmail: {e}");
-            return Ok(ExitCode::from(EXIT_CONFIGURATION));
-        }
+        Err(e) => return Ok(mailer_unavailable(&e)),
     };
     print_warnings(mailer.config());
     match (&args.body, &args.body_file) {
@@ -763,15 +771,13 @@ fn compose(
     use crashmail::outgoing::{Mailer, SendOutcome};
     for path in &attach {
         if !path.is_file() {
-            anyhow::bail!("{}: no such file to attach", path.display());
+            eprintln!("crashmail: --attach {}: no such file", path.display());
+            return Ok(ExitCode::from(EXIT_BAD_COMMAND_LINE));
         }
     }
     let mailer = match Mailer::from_axis_ini(ini.as_deref()) {
         Ok(mailer) => mailer,
-        Err(e) => {
-            eprintln!("crashmail: {e}");
-            return Ok(ExitCode::from(EXIT_CONFIGURATION));
-        }
+        Err(e) => return Ok(mailer_unavailable(&e)),
     };
     let desktop = if no_client {
         None
@@ -906,10 +912,11 @@ fn setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
             }
         }
         if original.is_none() && (args.server.is_none() || args.to.is_none()) {
-            anyhow::bail!(
-                "{} does not exist yet: --server and --to are needed to create it",
+            eprintln!(
+                "crashmail: {} does not exist yet: --server and --to are needed to create it",
                 path.display()
             );
+            return Ok(ExitCode::from(EXIT_BAD_COMMAND_LINE));
         }
     }
 

@@ -184,7 +184,13 @@ impl Mailer {
                     "no outbox: set CRASHMAIL_OUTBOX or HOME",
                 ))
             })?;
-        Ok(Mailer::new(config, Outbox::open(root)?))
+        let outbox = Outbox::open(&root).map_err(|e| {
+            MailerError::Outbox(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", root.display()),
+            ))
+        })?;
+        Ok(Mailer::new(config, outbox))
     }
 
     pub fn new(config: Config, outbox: Outbox) -> Mailer {

@@ -188,6 +188,39 @@ fn the_send_command_has_an_exit_code_for_each_outcome() {
         .unwrap();
     assert_eq!(no_config.status.code(), Some(10));
 
+    // A valid AXIS.INI and an outbox that cannot be made: not a
+    // configuration error (10) but a failure naming the folder.
+    let in_the_way = dir.path().join("a-file");
+    std::fs::write(&in_the_way, b"x").unwrap();
+    let no_outbox = crashmail_with(dir.path(), receiver.port())
+        .env("CRASHMAIL_OUTBOX", in_the_way.join("outbox"))
+        .args([
+            "send",
+            "--to",
+            "ops@example.com",
+            "--subject",
+            "x",
+            "--body",
+            "y",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(no_outbox.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&no_outbox.stderr);
+    assert!(
+        said.contains(&in_the_way.join("outbox").display().to_string()),
+        "{said}"
+    );
+
+    // compose: a file to attach that is not there is a bad command line.
+    let no_attachment = crashmail_with(dir.path(), receiver.port())
+        .args(["compose", "--no-client", "--attach"])
+        .arg(dir.path().join("missing.zip"))
+        .output()
+        .unwrap();
+    assert_eq!(no_attachment.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_attachment.stderr).contains("missing.zip: no such file"));
+
     let smuggled = crashmail_with(dir.path(), receiver.port())
         .args([
             "send",

@@ -91,7 +91,7 @@ fn a_new_file_is_private_to_its_owner() {
 fn a_new_file_needs_a_server_and_a_recipient() {
     let dir = tempfile::tempdir().unwrap();
     let (code, out) = setup(&["--server", "mail.example.com", "--no-check"], dir.path());
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "a bad command line: {out}");
     assert!(out.contains("--to"), "{out}");
     assert!(!dir.path().join("AXIS.INI").exists());
 }

@@ -381,6 +381,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(code) = refuse_missing_inputs(std::slice::from_ref(&report)) {
                 return Ok(code);
             }
+            if report.is_dir() {
+                eprintln!(
+                    "crashmail: {} is a folder: extract takes a report's zip or an email carrying one (a folder of a report's files is extracted already; inspect reads it)",
+                    report.display()
+                );
+                return Ok(ExitCode::from(EXIT_BAD_COMMAND_LINE));
+            }
             if std::fs::metadata(&to).is_ok_and(|meta| !meta.is_dir()) {
                 eprintln!(
                     "crashmail: --to {}: exists and is not a folder",
@@ -447,6 +454,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Listing looks and does not touch: an outbox that was never
             // made is said to be so, not created.
             if matches!(command, OutboxCommand::List) && !root.exists() {
+                // A file where a folder should be: the outbox can never be.
+                if let Some(blocker) = root.ancestors().skip(1).find(|a| a.exists() && !a.is_dir())
+                {
+                    eprintln!(
+                        "crashmail: the outbox {} cannot be made: {} is not a folder",
+                        root.display(),
+                        blocker.display()
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
                 println!(
                     "The outbox {} does not exist yet: nothing has been reported there.",
                     root.display()
@@ -462,7 +479,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 OutboxCommand::Flush { due } => {
                     let config = load_config(ini.as_deref())?;
                     print_warnings(&config);
-                    flush(&outbox, &config, due)
+                    let flushed = flush(&outbox, &config, due);
+                    outbox.forget_this_sender();
+                    flushed
                 }
                 OutboxCommand::Retry { ids } => {
                     for id in &ids {

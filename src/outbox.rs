@@ -120,6 +120,9 @@ impl Outbox {
                 root.display()
             )));
         }
+        let named = |path: &Path, e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+        };
         for dir in [
             PENDING,
             SENDING,
@@ -128,9 +131,10 @@ impl Outbox {
             crashmail_handler::INCOMING_DIR,
             crashmail_handler::RUN_DIR,
         ] {
-            crashmail_handler::create_private_dir(&root.join(dir))?;
+            let dir = root.join(dir);
+            crashmail_handler::create_private_dir(&dir).map_err(|e| named(&dir, e))?;
         }
-        crashmail_handler::create_private_dir(&root)?;
+        crashmail_handler::create_private_dir(&root).map_err(|e| named(&root, e))?;
         Ok(Outbox { root })
     }
 
@@ -627,6 +631,16 @@ impl Outbox {
             removed += usize::from(is_zip);
         }
         Ok(removed)
+    }
+
+    /// Removes this process's owner file once it has finished sending: its
+    /// claims are all settled, and nothing else would remove it before the
+    /// next sender's clean-up.
+    pub fn forget_this_sender(&self) {
+        let _ = std::fs::remove_file(
+            self.dir(SENDING)
+                .join(format!("{OWNER_PREFIX}{}", std::process::id())),
+        );
     }
 
     /// Claims whose sender is gone (killed while sending) or that are older

@@ -184,13 +184,7 @@ impl Mailer {
                     "no outbox: set CRASHMAIL_OUTBOX or HOME",
                 ))
             })?;
-        let outbox = Outbox::open(&root).map_err(|e| {
-            MailerError::Outbox(std::io::Error::new(
-                e.kind(),
-                format!("{}: {e}", root.display()),
-            ))
-        })?;
-        Ok(Mailer::new(config, outbox))
+        Ok(Mailer::new(config, Outbox::open(root)?))
     }
 
     pub fn new(config: Config, outbox: Outbox) -> Mailer {

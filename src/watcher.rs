@@ -444,6 +444,9 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
         session.report_a_death_without_goodbye(fate);
     }
     session.flush_older_reports();
+    if let Some(outbox) = &session.outbox {
+        outbox.forget_this_sender();
+    }
     Ok(session.crashes_reported)
 }
 

@@ -87,6 +87,10 @@ fn panic_on_the_main_thread_arrives_with_its_formatted_message() {
         .as_str()
         .unwrap()
         .contains("parse_order_line"));
+    // The watcher, done, leaves nothing in sending/.
+    assert!(watchers_gone(&harness.outbox, Duration::from_secs(10)));
+    let left = files_in(&harness.outbox.join("sending"));
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -730,6 +734,8 @@ fn a_report_made_under_a_broken_axis_ini_waits_saying_why_and_goes_once_fixed() 
     assert_eq!(output.status.code(), Some(101));
     assert!(watchers_gone(&harness.outbox, Duration::from_secs(30)));
     assert!(harness.receiver.messages().is_empty());
+    let left = files_in(&harness.outbox.join("sending"));
+    assert!(left.is_empty(), "{left:?}");
 
     let list = harness
         .crashmail()
@@ -755,4 +761,7 @@ fn a_report_made_under_a_broken_axis_ini_waits_saying_why_and_goes_once_fixed() 
     assert!(flush.status.success(), "{flush:?}");
     let mail = parse_mail(&harness.first_message().data);
     assert_eq!(report_json(&mail)["reason"], "bad index 7");
+    // Senders that are done leave nothing in sending/.
+    let left = files_in(&harness.outbox.join("sending"));
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -977,6 +977,21 @@ fn outbox_list_marks_a_cut_reason_and_never_makes_an_outbox() {
     );
     assert!(!root.exists(), "listing created the outbox");
 
+    // A file where a folder should be: said, not "does not exist yet".
+    let in_the_way = dir.path().join("a-file");
+    std::fs::write(&in_the_way, b"x").unwrap();
+    let impossible = std::process::Command::new(crashmail_exe())
+        .args(["outbox", "list", "--outbox"])
+        .arg(in_the_way.join("outbox"))
+        .output()
+        .unwrap();
+    assert_eq!(impossible.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&impossible.stderr)
+            .contains(&format!("{} is not a folder", in_the_way.display())),
+        "{impossible:?}"
+    );
+
     let outbox = Outbox::open(&root).unwrap();
     let long = format!("order {} could not be booked", "9".repeat(80));
     queue_report(&outbox, &long, b"log\n");

@@ -236,3 +236,22 @@ fn a_report_path_that_is_not_there_is_a_bad_command_line() {
     }
     assert!(!to.exists());
 }
+
+/// `extract` of a folder (a report extracted already) says what it takes.
+#[test]
+fn extract_of_a_folder_says_what_it_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(crashmail_exe())
+        .arg("extract")
+        .arg(dir.path())
+        .arg("--to")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("is a folder: extract takes a report's zip"),
+        "{}",
+        stderr(&output)
+    );
+}

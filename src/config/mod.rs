@@ -319,7 +319,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("no AXIS.INI found: $AXIS_INI is not set, and there is none in {} (name a file with --ini, or run `crashmail setup`)", .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" or "))]
+    #[error("no AXIS.INI found: $AXIS_INI is not set, and there is none in {} (set $AXIS_INI or, for the crashmail command, --ini to name one; or run `crashmail setup`)", .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" or "))]
     NotFound { searched: Vec<PathBuf> },
     // The cause is said in the message, not chained as a source, so that a
     // binary printing the whole chain says it once.

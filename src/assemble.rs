@@ -353,7 +353,20 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
         logs,
         breadcrumbs: evidence.panic.map(|p| p.breadcrumbs).unwrap_or_default(),
     };
-    contents.scrub(&evidence.secrets);
+    // Secrets the report's own text names (`API_TOKEN=…` in a log line,
+    // `user:pass@` in a URL) are masked too, whether or not the
+    // application's environment could be read.
+    let mut written = Vec::new();
+    for log in &contents.logs {
+        written.push(String::from_utf8_lossy(&log.bytes).into_owned());
+    }
+    written.extend(contents.breadcrumbs.iter().cloned());
+    written.extend(contents.backtrace.iter().cloned());
+    written.push(contents.meta.reason.clone());
+    let secrets = evidence
+        .secrets
+        .with_secrets_written_in(written.iter().map(String::as_str));
+    contents.scrub(&secrets);
     contents
 }
 

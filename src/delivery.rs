@@ -88,6 +88,10 @@ fn package_records(
                 .log_files
                 .extend(config.report.log_files.iter().cloned());
         }
+        // The application is gone, and with it its environment: what is
+        // known here is masked (and every report masks the secrets its own
+        // text names, see `assemble`).
+        evidence.secrets = local_secrets(config);
         let mut contents = assemble::assemble(evidence, tail);
         let id = contents.meta.id.to_string();
         store(destination, &mut contents)?;

@@ -84,6 +84,53 @@ impl Secrets {
         self.ordered()
     }
 
+    /// These secrets and those that `texts` write out: the value of a
+    /// `NAME=value` whose name marks a secret (`API_TOKEN=…`,
+    /// `?access_token=…&`) and credentials inside URLs. A log line that
+    /// prints a secret's name beside it is masked even when the process
+    /// that wrote it is gone with its environment.
+    pub fn with_secrets_written_in<'a>(
+        mut self,
+        texts: impl IntoIterator<Item = &'a str>,
+    ) -> Secrets {
+        let separators = |c: char| {
+            c.is_whitespace()
+                || matches!(
+                    c,
+                    '"' | '\''
+                        | '`'
+                        | ','
+                        | ';'
+                        | '&'
+                        | '?'
+                        | '('
+                        | ')'
+                        | '['
+                        | ']'
+                        | '{'
+                        | '}'
+                        | '<'
+                        | '>'
+                )
+        };
+        for text in texts {
+            for piece in text.split(separators).filter(|p| !p.is_empty()) {
+                if let Some((name, value)) = piece.split_once('=') {
+                    let upper = name.to_ascii_uppercase();
+                    if SECRET_NAME_PARTS.iter().any(|part| upper.contains(part)) {
+                        self.add(value.trim_end_matches(['.', ':']));
+                    }
+                }
+                if piece.contains('@') {
+                    for credential in url_credentials(piece) {
+                        self.add(&credential);
+                    }
+                }
+            }
+        }
+        self.ordered()
+    }
+
     /// The command line of a running process, read from `/proc`.
     pub fn command_line_of(pid: u32) -> Option<Vec<String>> {
         let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
@@ -301,6 +348,23 @@ mod tests {
             assert!(!scrubbed.contains(value), "{name}: {scrubbed}");
         }
         assert!(scrubbed.ends_with(" value-editor"), "{scrubbed}");
+    }
+
+    #[test]
+    fn secrets_a_text_writes_out_are_masked_without_the_environment() {
+        let log = "start API_TOKEN=tok_example123 here\n\
+                   GET /x?access_token=abcd1234&page=2\n\
+                   proxy http://bob:pw123@proxy.example.com:8080 up\n\
+                   monkey business; PORT=8080 user=a\n";
+        let secrets = Secrets::default().with_secrets_written_in([log]);
+        let scrubbed = secrets.scrub_text(log);
+        for secret in ["tok_example123", "abcd1234", "pw123"] {
+            assert!(!scrubbed.contains(secret), "{secret} in {scrubbed}");
+        }
+        assert!(scrubbed.contains("API_TOKEN=**************"), "{scrubbed}");
+        // Names that mark no secret keep their values.
+        assert!(scrubbed.contains("PORT=8080 user=a"), "{scrubbed}");
+        assert!(scrubbed.contains("page=2"), "{scrubbed}");
     }
 
     #[test]

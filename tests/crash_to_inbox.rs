@@ -404,6 +404,50 @@ fn server_down_keeps_the_report_pending() {
         .contains(&port.to_string()));
 }
 
+/// Without a watcher the application's environment is gone by the time
+/// its record is bundled: secrets its log writes out by name, and secrets
+/// in the bundling process's own environment, are masked all the same.
+#[test]
+fn without_a_watcher_the_log_tail_still_loses_its_secrets() {
+    let harness = Harness::new();
+    std::fs::write(
+        &harness.log,
+        "config API_TOKEN=tok_example123 loaded\nproxy http://bob:pw123@proxy.example.com:8080\nsigned in with zz_bare_secret_42\n",
+    )
+    .unwrap();
+    let output = harness
+        .sample_app("panic")
+        .env("API_TOKEN", "tok_example123")
+        .env(
+            "CRASHMAIL_WATCHER",
+            harness.dir.path().join("no-such-watcher"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(101));
+    let flush = harness
+        .crashmail()
+        .args(["outbox", "flush"])
+        .env("DEPLOY_SECRET", "zz_bare_secret_42")
+        .output()
+        .unwrap();
+    assert!(flush.status.success(), "flush failed: {}", stderr(&flush));
+    let raw = harness.first_message().data;
+    let mail = parse_mail(&raw);
+    let log = String::from_utf8_lossy(&mail.entries["logs/app.log"]).into_owned();
+    assert!(log.contains("API_TOKEN=**************"), "{log}");
+    for secret in ["tok_example123", "pw123", "zz_bare_secret_42"] {
+        assert!(!log.contains(secret), "{secret} in the log tail: {log}");
+        for (name, bytes) in &mail.entries {
+            assert!(
+                !String::from_utf8_lossy(bytes).contains(secret),
+                "{secret} in {name}"
+            );
+        }
+        assert!(!String::from_utf8_lossy(&raw).contains(secret));
+    }
+}
+
 #[test]
 fn without_a_watcher_a_segfault_leaves_a_record_that_names_the_application() {
     let harness = Harness::new();

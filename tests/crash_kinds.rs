@@ -382,3 +382,31 @@ fn a_failing_exit_status_is_reported_when_asked() {
         }
     }
 }
+
+/// A short-lived program (a command-line tool) that fails before its
+/// watcher has connected: the failing exit waits for the link, and the
+/// exit status is still reported when asked.
+#[test]
+fn a_failing_exit_at_start_up_is_reported_when_asked() {
+    let harness = Harness::new();
+    let mut ini = std::fs::read_to_string(&harness.ini).unwrap();
+    ini.push_str("[report]\nReportExitCodes = yes\n");
+    std::fs::write(&harness.ini, ini).unwrap();
+    let status = harness
+        .crashy(&crashy("dev"), "exit-3")
+        .env("CRASHY_AT_ONCE", "1")
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(3));
+    assert!(watchers_gone(&harness.outbox, Duration::from_secs(20)));
+    let (_, report) = the_one_report(&harness);
+    assert_eq!(report["kind"], "abnormal-exit");
+    assert!(
+        report["reason"]
+            .as_str()
+            .unwrap()
+            .contains("exited with status 3"),
+        "{}",
+        report["reason"]
+    );
+}

@@ -36,6 +36,10 @@ static DUMPS: AtomicPtr<Client> = AtomicPtr::new(std::ptr::null_mut());
 static SOCKET: OnceLock<SocketAddress> = OnceLock::new();
 static GOODBYE_SENT: AtomicBool = AtomicBool::new(false);
 
+/// How long an exit with a failing status waits for a watcher that is
+/// still connecting (it usually takes a few milliseconds).
+const FAILING_EXIT_WAIT: Duration = Duration::from_secs(2);
+
 pub(crate) fn state() -> LinkState {
     match STATE.load(Ordering::Acquire) {
         1 => LinkState::Connected,
@@ -79,6 +83,13 @@ pub(crate) fn send_on_dump_connection(kind: MessageKind, body: &[u8]) -> bool {
 pub(crate) fn say_goodbye(status: Option<i32>) {
     if GOODBYE_SENT.swap(true, Ordering::AcqRel) {
         return;
+    }
+    // A failing exit may be a report (`[report] ReportExitCodes`), and a
+    // short-lived program can fail before its watcher has connected: such
+    // an exit waits for the link, as a crash does. A successful one, or one
+    // whose watcher could not start, does not wait.
+    if status.is_some_and(|status| status != 0) {
+        wait_connected(FAILING_EXIT_WAIT);
     }
     if let Some(client) = MESSAGES.get() {
         let body = status.map(|s| s.to_string()).unwrap_or_default();

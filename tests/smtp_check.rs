@@ -482,3 +482,42 @@ fn a_send_test_address_that_is_not_one_is_a_command_line_error() {
     let (code, out) = check(&ini, &["--send-test", "not-an-address"]);
     assert_eq!(code, 2, "{out}");
 }
+
+/// A self-signed certificate (as `openssl req -x509` makes: it is its own
+/// authority) named as CaFile and served as the server's: a plain-words
+/// reason, not a library's error name.
+#[test]
+fn a_self_signed_server_certificate_is_explained() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["mail.example.com".to_string()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "mail.example.com");
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("self.pem"), dir.path().join("self.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let receiver = LoopbackReceiver::start_with(ReceiverOptions {
+        tls: Some((cert_path.clone(), key_path)),
+        credentials: Some(("support-bot".into(), "p@ss;word#1".into())),
+        auth: vec![AuthMechanism::Plain],
+        port: None,
+    })
+    .unwrap();
+    let ini = write_ini(
+        dir.path(),
+        &format!(
+            "Server = 127.0.0.1\nPort = {}\nSecurity = starttls\nDomain = example.com\nUser = support-bot\nPassword = p@ss;word#1\nCaFile = {}\nTlsServerName = mail.example.com\n",
+            receiver.port(),
+            cert_path.display()
+        ),
+    );
+    let (code, out) = check(&ini, &[]);
+    assert_eq!(code, 14, "{out}");
+    assert!(out.contains("a self-signed certificate?"), "{out}");
+    assert!(!out.contains("CaUsedAsEndEntity"), "{out}");
+    assert!(receiver.logins().is_empty());
+}

@@ -120,7 +120,12 @@ pub fn describe_tls_error(error: &rustls::Error, name: &str) -> String {
         rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
             "the server's certificate is not valid yet (check this machine's clock)".into()
         }
-        rustls::Error::InvalidCertificate(other) => format!("the server's certificate is not acceptable: {other:?}"),
+        // A self-signed certificate given as CaFile: webpki takes a
+        // certificate that signs itself for an authority, not a server.
+        rustls::Error::InvalidCertificate(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+            "the server's certificate is a certificate authority's (a self-signed certificate?): a server needs a certificate of its own, signed by the authority that CaFile names".into()
+        }
+        rustls::Error::InvalidCertificate(other) => format!("the server's certificate is not acceptable: {other}"),
         other => format!("the TLS handshake failed: {other}"),
     }
 }

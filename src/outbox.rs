@@ -505,6 +505,7 @@ impl Claim {
 impl Outbox {
     /// Makes a report in `failed/` or `pending/` pending and due now.
     pub fn retry(&self, id: &str) -> std::io::Result<()> {
+        let id = &self.resolve_id(id, &[FAILED, PENDING])?;
         for state in [FAILED, PENDING] {
             let zip = self.dir(state).join(format!("{id}.zip"));
             if !zip.exists() {
@@ -530,6 +531,46 @@ impl Outbox {
                 self.root.display()
             ),
         ))
+    }
+
+    /// The full id of the report in `states` that `given` names: its id, or
+    /// the start of exactly one id (as `outbox list` shows them).
+    fn resolve_id(&self, given: &str, states: &[&str]) -> std::io::Result<String> {
+        let mut matches = Vec::new();
+        for state in states {
+            for entry in std::fs::read_dir(self.dir(state))?.filter_map(Result::ok) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_suffix(".zip") {
+                    if id == given {
+                        return Ok(id.to_string());
+                    }
+                    if !given.is_empty() && id.starts_with(given) {
+                        matches.push(id.to_string());
+                    }
+                }
+            }
+        }
+        matches.dedup();
+        match matches.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "no report {given} in {} of {}",
+                    states
+                        .iter()
+                        .map(|s| format!("{s}/"))
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                    self.root.display()
+                ),
+            )),
+            several => Err(std::io::Error::other(format!(
+                "{given} starts {} report ids ({}): give more of it",
+                several.len(),
+                several.join(", ")
+            ))),
+        }
     }
 
     /// Writes a report's delivery record in `state`.
@@ -926,6 +967,24 @@ mod tests {
             .unwrap();
         assert!(!theirs.exists());
         assert!(own.exists(), "a live process keeps its own");
+    }
+
+    #[test]
+    fn retry_takes_the_start_of_an_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        outbox.add("06cf4283-aaaa", b"zip").unwrap();
+        outbox.add("06cf4283-bbbb", b"zip").unwrap();
+        outbox.add("7d1e0000-cccc", b"zip").unwrap();
+        outbox.retry("7d1e").unwrap();
+        assert!(outbox.record(PENDING, "7d1e0000-cccc").forced);
+        let several = outbox.retry("06cf").unwrap_err().to_string();
+        assert!(several.contains("starts 2 report ids"), "{several}");
+        let none = outbox.retry("ffff").unwrap_err().to_string();
+        assert!(
+            none.contains("no report ffff in failed/ or pending/"),
+            "{none}"
+        );
     }
 
     #[test]

@@ -543,6 +543,35 @@ fn a_crash_loop_stays_within_the_hourly_limit_and_loses_nothing() {
     }
 }
 
+/// `RepeatWindow = 0` turns holding off: every repeat is mailed.
+#[test]
+fn a_repeat_window_of_zero_mails_every_repeat() {
+    let receiver = LoopbackReceiver::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+    let config = config_for(
+        dir.path(),
+        receiver.port(),
+        "",
+        "RepeatWindow = 0\nMailsPerHour = 100\n",
+    );
+    for _ in 0..3 {
+        queue_report(&outbox, "the same panic", b"log\n");
+        let outcomes = flush(&outbox, &config, Due::Only);
+        assert!(
+            outcomes.iter().all(|(_, o)| matches!(o, Outcome::Sent)),
+            "{outcomes:?}"
+        );
+    }
+    assert_eq!(receiver.messages().len(), 3);
+    let shown = config
+        .settings
+        .iter()
+        .find(|s| s.key == "RepeatWindow")
+        .unwrap();
+    assert_eq!(shown.value, "0 (every repeat is mailed)");
+}
+
 #[test]
 fn repeats_of_one_crash_are_mailed_once_then_as_one_digest_with_the_count() {
     let receiver = LoopbackReceiver::start().unwrap();

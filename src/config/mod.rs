@@ -692,6 +692,18 @@ impl Reader<'_> {
         Ok(value)
     }
 
+    /// `[report] RepeatWindow`: a duration, or 0 to mail every repeat.
+    fn repeat_window(&mut self, default: Duration) -> Result<Duration, ConfigError> {
+        let off = self
+            .get(REPORT, "RepeatWindow")
+            .is_some_and(|value| parse_duration_or_zero(value) == Some(Duration::ZERO));
+        if !off {
+            return self.duration(REPORT, "RepeatWindow", default);
+        }
+        self.note(REPORT, "RepeatWindow", "0 (every repeat is mailed)");
+        Ok(Duration::ZERO)
+    }
+
     fn count(
         &mut self,
         section: &'static str,
@@ -1043,7 +1055,7 @@ impl Reader<'_> {
             retry_first: self.duration(REPORT, "RetryFirst", defaults.retry_first)?,
             retry_max: self.duration(REPORT, "RetryMax", defaults.retry_max)?,
             give_up_after: self.duration(REPORT, "GiveUpAfter", defaults.give_up_after)?,
-            repeat_window: self.duration(REPORT, "RepeatWindow", defaults.repeat_window)?,
+            repeat_window: self.repeat_window(defaults.repeat_window)?,
             mails_per_hour: self.count(REPORT, "MailsPerHour", defaults.mails_per_hour)?,
             max_reports: self.count(REPORT, "MaxReports", defaults.max_reports)?,
             max_megabytes: u64::from(self.count(
@@ -1118,7 +1130,12 @@ pub fn split_addresses(value: &str) -> Vec<String> {
         .collect()
 }
 
+/// A positive duration (`90s`, `15m`, `6h`, `5d`; seconds when bare).
 fn parse_duration(value: &str) -> Option<Duration> {
+    parse_duration_or_zero(value).filter(|d| !d.is_zero())
+}
+
+fn parse_duration_or_zero(value: &str) -> Option<Duration> {
     let value = value.trim();
     let split = value
         .find(|c: char| !c.is_ascii_digit())
@@ -1132,7 +1149,7 @@ fn parse_duration(value: &str) -> Option<Duration> {
         "d" => number.checked_mul(86_400)?,
         _ => return None,
     };
-    (seconds > 0).then(|| Duration::from_secs(seconds))
+    Some(Duration::from_secs(seconds))
 }
 
 fn format_duration(duration: Duration) -> String {

@@ -90,8 +90,12 @@ pub struct ReportMeta {
 impl ReportMeta {
     /// The one-line subject of the email.
     pub fn subject(&self) -> String {
-        let reason: String = self.reason.chars().take(120).collect();
-        format!("[crash] {} {}: {}", self.app_name, self.app_version, reason)
+        format!(
+            "[crash] {} {}: {}",
+            self.app_name,
+            self.app_version,
+            cut_at_a_word(&self.reason, SUBJECT_REASON_CHARS)
+        )
     }
 
     /// The plain-text summary: `summary.txt` and the email's body.
@@ -264,6 +268,24 @@ fn is_machinery(function: &str) -> bool {
 /// True for a frame known only by module and offset (`libfoo.so + 0x1f`).
 pub fn is_unnamed(function: &str) -> bool {
     function.contains(" + 0x") || function.starts_with("0x")
+}
+
+/// How much of the reason an email's subject carries; the body has it all.
+const SUBJECT_REASON_CHARS: usize = 120;
+
+/// `text`, or its start up to `max` characters ending at a word's end,
+/// marked `…`, when it is longer.
+fn cut_at_a_word(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let start: String = text.chars().take(max - 1).collect();
+    let kept = match start.rfind(' ') {
+        // A word boundary not too far back; else the cut is mid-word.
+        Some(space) if space >= start.len() / 2 => &start[..space],
+        _ => start.as_str(),
+    };
+    format!("{}…", kept.trim_end_matches([' ', ',', ':', ';']))
 }
 
 /// The application's frames, top first, with machinery skipped: the panic
@@ -496,6 +518,21 @@ mod tests {
             .map(|f| f.function.as_str())
             .collect();
         assert_eq!(application, vec!["myapp::null_write"]);
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_at_a_word_in_the_subject() {
+        let reason = "killed by SIGKILL: no crash handler could run; the kernel, an administrator or a signal the application did not expect ended it";
+        let cut = cut_at_a_word(reason, 60);
+        assert!(cut.ends_with('…'), "{cut}");
+        assert!(cut.chars().count() <= 60, "{cut}");
+        assert!(reason.starts_with(cut.trim_end_matches('…')), "{cut}");
+        // Cut between words, not inside one.
+        assert!(
+            !reason[cut.trim_end_matches('…').len()..].starts_with(char::is_alphanumeric),
+            "{cut}"
+        );
+        assert_eq!(cut_at_a_word("short", 60), "short");
     }
 
     #[test]

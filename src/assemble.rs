@@ -119,7 +119,7 @@ pub fn assemble(evidence: CrashEvidence, log_tail_bytes: u64) -> ReportContents 
     let backtrace = evidence
         .panic
         .as_ref()
-        .map(|p| p.backtrace.clone())
+        .map(|p| report::backtrace_from_the_panic(&p.backtrace))
         .filter(|b| !b.trim().is_empty());
     let (kind, reason, reason_class, frames, panic_facts, signal_facts) = if let Some(panic) =
         &evidence.panic

@@ -211,6 +211,42 @@ pub fn parse_std_backtrace(text: &str) -> Vec<Frame> {
     frames
 }
 
+/// A panic's backtrace as `backtrace.txt` shows it: from the panic's entry
+/// into the standard library (`rust_begin_unwind`, `begin_panic`), as
+/// Rust's own panic message shows it, without the frames of crashmail's
+/// hook that captured it. Unchanged when no such frame is found.
+pub fn backtrace_from_the_panic(text: &str) -> String {
+    let is_frame = |line: &str| {
+        line.trim_start()
+            .split_once(": ")
+            .is_some_and(|(index, _)| {
+                !index.is_empty() && index.chars().all(|c| c.is_ascii_digit())
+            })
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|line| {
+        is_frame(line)
+            && (line.contains("rust_begin_unwind") || line.contains("std::panicking::begin_panic"))
+    });
+    let Some(start) = start else {
+        return text.to_string();
+    };
+    let mut out = String::new();
+    let mut number = 0;
+    for line in &lines[start..] {
+        if is_frame(line) {
+            let (index, function) = line.trim_start().split_once(": ").unwrap_or_default();
+            let width = line.len() - line.trim_start().len() + index.len();
+            out.push_str(&format!("{:>width$}: {function}\n", number));
+            number += 1;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Frames that belong to the panic and unwinding machinery, not the application.
 fn is_machinery(function: &str) -> bool {
     // `<Type as Trait>::f`: judged by the type when it is a path
@@ -518,6 +554,24 @@ mod tests {
             .map(|f| f.function.as_str())
             .collect();
         assert_eq!(application, vec!["myapp::null_write"]);
+    }
+
+    #[test]
+    fn a_panics_backtrace_starts_where_the_panic_entered_the_standard_library() {
+        let captured = "   0: std::backtrace::Backtrace::force_capture\n             at /rustc/x/library/std/src/backtrace.rs:312:9\n   1: crashmail_handler::panic_hook::panic_record\n   2: std::panicking::rust_panic_with_hook\n   3: __rustc::rust_begin_unwind\n             at /rustc/x/library/std/src/panicking.rs:689:5\n   4: core::panicking::panic_fmt\n   5: myapp::parse\n             at ./src/main.rs:10:5\n  11: myapp::main\n";
+        let shown = backtrace_from_the_panic(captured);
+        assert!(
+            shown.starts_with("   0: __rustc::rust_begin_unwind\n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("   2: myapp::parse\n             at ./src/main.rs:10:5\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("   3: myapp::main\n"), "{shown}");
+        assert!(!shown.contains("crashmail_handler"), "{shown}");
+        // No panic entry found: kept whole.
+        assert_eq!(backtrace_from_the_panic("   0: a::b\n"), "   0: a::b\n");
     }
 
     #[test]

@@ -298,6 +298,13 @@ fn open_an_outbox(chosen: &Path, applications: &Path) -> Option<Outbox> {
     None
 }
 
+/// A panic that passes on the payload of a thread that panicked:
+/// `handle.join().unwrap()` (or `expect`) gives `Any { .. }`, the payload
+/// of another panic, as its message.
+fn is_a_joined_threads_panic(message: &str) -> bool {
+    message.contains("Any { .. }")
+}
+
 /// The session with one application.
 struct Session {
     options: WatchOptions,
@@ -345,6 +352,9 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
         oom_kills_at_hello: None,
     };
     let mut crash = PendingCrash::default();
+    // Dumps that come with panics not reported (see below), to be dropped
+    // with them rather than taken for a native crash.
+    let mut dumps_to_drop = 0usize;
     let mut fate = Fate::Unknown;
     let started = Instant::now();
     loop {
@@ -365,16 +375,35 @@ pub fn run(options: WatchOptions) -> anyhow::Result<usize> {
                 }
             }
             Ok(Event::Panic(record)) => {
-                if crash.panic.is_some() {
+                if is_a_joined_threads_panic(&record.message)
+                    && (crash.panic.is_some() || session.crashes_reported > 0)
+                {
+                    // `handle.join().unwrap()` on a thread whose panic is
+                    // reported already: the same incident, not a second.
+                    log::info!(
+                        "not reported: a panic that passes on another thread's, reported already: {}",
+                        record.message
+                    );
+                    dumps_to_drop += 1;
+                } else if crash.panic.is_some() {
                     log::warn!(
                         "a second panic before the first was reported: {}",
                         record.message
                     );
+                    dumps_to_drop += 1;
                 } else {
                     crash.panic = Some(*record);
                     crash.since = Some(Instant::now());
                     crash.open_executable_ahead(session.hello.as_ref());
                 }
+            }
+            // A panic's dump follows its record on the same connection, and
+            // a native crash's dump its signal record: a dump with neither
+            // pending is the dump of a panic that was not reported.
+            Ok(Event::Dump(_, _))
+                if dumps_to_drop > 0 && crash.panic.is_none() && crash.signal.is_none() =>
+            {
+                dumps_to_drop -= 1;
             }
             Ok(Event::Dump(dump, registers)) => {
                 crash.dump = Some(dump);

@@ -87,6 +87,10 @@ const KINDS: &[Expected] = &[
         report: Some(("panic", "bad index 9")),
     },
     Expected {
+        kind: "panic-thread-join",
+        report: Some(("panic", "bad index 9")),
+    },
+    Expected {
         kind: "panic-string",
         report: Some(("panic", "order 1042 is missing")),
     },

@@ -47,6 +47,10 @@ const KINDS: &[(&str, &str)] = &[
         "panic-thread",
         "the same on a spawned thread; main exits with 101",
     ),
+    (
+        "panic-thread-join",
+        "panics on a spawned thread; main unwraps the join, and so panics too",
+    ),
     ("panic-string", "panics with a String payload"),
     ("boom", "panic!(\"boom\") (build it with panic = \"abort\" too)"),
     ("panic-any", "std::panic::panic_any(42u32): not a string"),
@@ -241,6 +245,12 @@ fn crash(kind: &str) {
         "stack-overflow-pthread" => overflow_on_a_pthread(),
         "panic" => parse_order_line(7),
         "panic-thread" => on_a_thread(|| parse_order_line(9)),
+        "panic-thread-join" => std::thread::Builder::new()
+            .name("worker".into())
+            .spawn(|| parse_order_line(9))
+            .expect("spawn")
+            .join()
+            .unwrap(),
         "panic-string" => std::panic::panic_any(format!("order {} is missing", 1042)),
         "panic-any" => std::panic::panic_any(42u32),
         "boom" => boom(),

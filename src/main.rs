@@ -470,6 +470,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::SUCCESS);
             }
+            // A flush without a usable AXIS.INI stops before it touches
+            // the outbox.
+            let flush_config = match command {
+                OutboxCommand::Flush { .. } => match load_config(ini.as_deref()) {
+                    Ok(config) => Some(config),
+                    Err(e) => {
+                        eprintln!("crashmail: {e:#}");
+                        return Ok(ExitCode::from(EXIT_CONFIGURATION));
+                    }
+                },
+                _ => None,
+            };
             let outbox = Outbox::open(&root)?;
             match command {
                 OutboxCommand::List => {
@@ -477,7 +489,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 OutboxCommand::Flush { due } => {
-                    let config = load_config(ini.as_deref())?;
+                    let config = flush_config
+                        .ok_or_else(|| anyhow::anyhow!("no configuration to flush with"))?;
                     print_warnings(&config);
                     let flushed = flush(&outbox, &config, due);
                     outbox.forget_this_sender();

@@ -1030,3 +1030,23 @@ fn outbox_list_marks_a_cut_reason_and_never_makes_an_outbox() {
     assert!(!row.contains("could not be booked"), "{table}");
     assert!(row.contains('…'), "a cut is marked: {table}");
 }
+
+/// A flush without a usable AXIS.INI is a configuration error (10) and
+/// leaves the outbox as it was: not even created.
+#[test]
+fn a_flush_without_axis_ini_exits_10_and_touches_no_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("outbox");
+    let output = std::process::Command::new(crashmail_exe())
+        .args(["outbox", "flush", "--outbox"])
+        .arg(&root)
+        .env("AXIS_INI", dir.path().join("missing.ini"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(10), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("missing.ini"),
+        "{output:?}"
+    );
+    assert!(!root.exists(), "the flush made the outbox");
+}

@@ -353,9 +353,7 @@ fn a_panic_under_panic_abort_is_one_panic_report_at_the_panic_site() {
 fn a_failing_exit_status_is_reported_when_asked() {
     let crashy = crashy("dev");
     let harness = Harness::new();
-    let mut ini = std::fs::read_to_string(&harness.ini).unwrap();
-    ini.push_str("[report]\nReportExitCodes = yes\n");
-    std::fs::write(&harness.ini, ini).unwrap();
+    harness.set_report_lines("ReportExitCodes = yes\n");
     for (kind, expected) in [("exit-3", Some("exited with status 3")), ("clean", None)] {
         let status = Command::new(&crashy)
             .arg(kind)
@@ -393,9 +391,7 @@ fn a_failing_exit_status_is_reported_when_asked() {
 #[test]
 fn a_failing_exit_at_start_up_is_reported_when_asked() {
     let harness = Harness::new();
-    let mut ini = std::fs::read_to_string(&harness.ini).unwrap();
-    ini.push_str("[report]\nReportExitCodes = yes\n");
-    std::fs::write(&harness.ini, ini).unwrap();
+    harness.set_report_lines("ReportExitCodes = yes\n");
     let status = harness
         .crashy(&crashy("dev"), "exit-3")
         .env("CRASHY_AT_ONCE", "1")

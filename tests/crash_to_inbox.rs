@@ -263,9 +263,7 @@ fn the_log_tail_is_as_long_as_axis_ini_says() {
         .map(|n| format!("line {n:05} of before\n"))
         .collect();
     std::fs::write(&harness.log, &earlier).unwrap();
-    let mut ini = std::fs::read_to_string(&harness.ini).unwrap();
-    ini.push_str("[report]\nLogTailBytes = 1K\n");
-    std::fs::write(&harness.ini, ini).unwrap();
+    harness.set_report_lines("LogTailBytes = 1K\n");
     harness.run_sample("panic");
     let mail = parse_mail(&harness.first_message().data);
     let on_disk = std::fs::read(&harness.log).unwrap();
@@ -293,9 +291,7 @@ fn a_log_file_dated_before_1980_is_stored_without_error() {
         .unwrap()
         .set_modified(long_ago)
         .unwrap();
-    let mut ini = std::fs::read_to_string(&harness.ini).unwrap();
-    ini.push_str(&format!("[report]\nLogFiles = {}\n", old_log.display()));
-    std::fs::write(&harness.ini, ini).unwrap();
+    harness.set_report_lines(&format!("LogFiles = {}\n", old_log.display()));
     harness.run_sample("panic");
     let mail = parse_mail(&harness.first_message().data);
     assert_eq!(mail.entries["logs/old.log"], b"written long ago\n");
@@ -495,9 +491,7 @@ fn records_left_without_a_watcher_are_sent_when_axis_ini_names_another_outbox() 
     // goes to its own default outbox, under XDG_STATE_HOME.
     let configured = harness.dir.path().join("configured-outbox");
     let state = harness.dir.path().join("state");
-    let mut ini = std::fs::read_to_string(&harness.ini).unwrap();
-    ini.push_str(&format!("[report]\nOutbox = {}\n", configured.display()));
-    std::fs::write(&harness.ini, ini).unwrap();
+    harness.set_report_lines(&format!("Outbox = {}\n", configured.display()));
     let output = harness
         .sample_app("segv")
         .env_remove("CRASHMAIL_OUTBOX")
@@ -572,9 +566,7 @@ fn flush_exit_code_says_reports_are_still_pending_even_when_none_was_due() {
 fn the_outbox_named_in_axis_ini_is_used_when_the_application_names_none() {
     let harness = Harness::new();
     let configured = harness.dir.path().join("configured-outbox");
-    let mut ini = std::fs::read_to_string(&harness.ini).unwrap();
-    ini.push_str(&format!("[report]\nOutbox = {}\n", configured.display()));
-    std::fs::write(&harness.ini, ini).unwrap();
+    harness.set_report_lines(&format!("Outbox = {}\n", configured.display()));
     let home = harness.dir.path().join("home");
     let output = harness
         .sample_app("panic")
@@ -622,12 +614,10 @@ fn a_configured_outbox_that_cannot_be_made_does_not_lose_the_crash() {
     let harness = Harness::new();
     let in_the_way = harness.dir.path().join("a-file");
     std::fs::write(&in_the_way, b"not a folder").unwrap();
-    let mut ini = std::fs::read_to_string(&harness.ini).unwrap();
-    ini.push_str(&format!(
-        "[report]\nOutbox = {}\n",
+    harness.set_report_lines(&format!(
+        "Outbox = {}\n",
         in_the_way.join("outbox").display()
     ));
-    std::fs::write(&harness.ini, ini).unwrap();
     let home = harness.dir.path().join("home");
     let output = harness
         .sample_app("panic")

@@ -57,6 +57,14 @@ impl Harness {
         }
     }
 
+    /// Adds a `[report]` section with these lines to this harness's AXIS.INI.
+    pub fn set_report_lines(&self, lines: &str) {
+        let mut ini = std::fs::read_to_string(&self.ini).expect("read AXIS.INI");
+        ini.push_str("[report]\n");
+        ini.push_str(lines);
+        std::fs::write(&self.ini, ini).expect("write AXIS.INI");
+    }
+
     /// The sample application, told to die as `kind`, in this harness.
     pub fn sample_app(&self, kind: &str) -> Command {
         let mut command = Command::new(crashmail_exe());

@@ -312,12 +312,7 @@ fn a_report_sent_from_memory_is_not_sent_again_from_its_recovery_copy() {
     for filler in fillers {
         std::fs::remove_file(filler).unwrap();
     }
-    let flush = harness
-        .crashmail()
-        .args(["outbox", "flush"])
-        .output()
-        .unwrap();
-    assert!(flush.status.success(), "{flush:?}");
+    let flush = harness.flush_outbox();
     assert_eq!(
         harness.receiver.wait_for(3, Duration::from_secs(2)).len(),
         2,

@@ -333,12 +333,7 @@ fn without_a_watcher_a_panic_waits_in_the_outbox_and_the_next_run_sends_it() {
         .unwrap();
     std::io::Write::write_all(&mut log, b"LATER: the next run started fine\n").unwrap();
 
-    let flush = harness
-        .crashmail()
-        .args(["outbox", "flush"])
-        .output()
-        .unwrap();
-    assert!(flush.status.success(), "flush failed: {}", stderr(&flush));
+    harness.flush_outbox();
     let mail = parse_mail(&harness.first_message().data);
     let report = report_json(&mail);
     assert_eq!(report["reason"], "bad index 7");
@@ -462,12 +457,7 @@ fn without_a_watcher_a_segfault_leaves_a_record_that_names_the_application() {
     );
     let records = files_in(&harness.outbox.join("incoming"));
     assert_eq!(records.len(), 1, "{records:?}");
-    let flush = harness
-        .crashmail()
-        .args(["outbox", "flush"])
-        .output()
-        .unwrap();
-    assert!(flush.status.success(), "{}", stderr(&flush));
+    harness.flush_outbox();
     let mail = parse_mail(&harness.first_message().data);
     let report = report_json(&mail);
     assert_eq!(report["app_name"], "crashmail-sample-app");
@@ -787,12 +777,7 @@ fn a_report_made_under_a_broken_axis_ini_waits_saying_why_and_goes_once_fixed() 
     );
 
     std::fs::write(&harness.ini, good).unwrap();
-    let flush = harness
-        .crashmail()
-        .args(["outbox", "flush"])
-        .output()
-        .unwrap();
-    assert!(flush.status.success(), "{flush:?}");
+    harness.flush_outbox();
     let mail = parse_mail(&harness.first_message().data);
     assert_eq!(report_json(&mail)["reason"], "bad index 7");
     // Senders that are done leave nothing in sending/.

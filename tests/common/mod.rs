@@ -57,6 +57,17 @@ impl Harness {
         }
     }
 
+    /// Runs `crashmail outbox flush` in this harness; it must succeed.
+    pub fn flush_outbox(&self) -> Output {
+        let flush = self
+            .crashmail()
+            .args(["outbox", "flush"])
+            .output()
+            .expect("run crashmail outbox flush");
+        assert!(flush.status.success(), "flush failed: {flush:?}");
+        flush
+    }
+
     /// Adds a `[report]` section with these lines to this harness's AXIS.INI.
     pub fn set_report_lines(&self, lines: &str) {
         let mut ini = std::fs::read_to_string(&self.ini).expect("read AXIS.INI");

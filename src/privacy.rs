@@ -117,8 +117,11 @@ impl Secrets {
             for piece in text.split(separators).filter(|p| !p.is_empty()) {
                 if let Some((name, value)) = piece.split_once('=') {
                     let upper = name.to_ascii_uppercase();
-                    if SECRET_NAME_PARTS.iter().any(|part| upper.contains(part)) {
-                        self.add(value.trim_end_matches(['.', ':']));
+                    let value = value.trim_end_matches(['.', ':']);
+                    if SECRET_NAME_PARTS.iter().any(|part| upper.contains(part))
+                        && looks_like_a_written_secret(value)
+                    {
+                        self.add(value);
                     }
                 }
                 if piece.contains('@') {
@@ -197,6 +200,14 @@ impl Secrets {
             }
         }
     }
+}
+
+/// A value a text writes beside a secret-marking name that is taken for a
+/// secret. Masked wherever it appears, so a short or purely numeric value
+/// (`SESSION_TIMEOUT=3600`) is not: it would blot out line numbers and
+/// counts all over the report.
+fn looks_like_a_written_secret(value: &str) -> bool {
+    value.chars().count() >= 6 && !value.chars().all(|c| c.is_ascii_digit())
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -355,7 +366,8 @@ mod tests {
         let log = "start API_TOKEN=tok_example123 here\n\
                    GET /x?access_token=abcd1234&page=2\n\
                    proxy http://bob:pw123@proxy.example.com:8080 up\n\
-                   monkey business; PORT=8080 user=a\n";
+                   monkey business; PORT=8080 user=a SESSION_TIMEOUT=3600 KEY=abc\n\
+                   at src/main.rs:3600\n";
         let secrets = Secrets::default().with_secrets_written_in([log]);
         let scrubbed = secrets.scrub_text(log);
         for secret in ["tok_example123", "abcd1234", "pw123"] {
@@ -365,6 +377,13 @@ mod tests {
         // Names that mark no secret keep their values.
         assert!(scrubbed.contains("PORT=8080 user=a"), "{scrubbed}");
         assert!(scrubbed.contains("page=2"), "{scrubbed}");
+        // Numbers and short values beside such names are not taken for
+        // secrets: they would be masked all over the report.
+        assert!(
+            scrubbed.contains("SESSION_TIMEOUT=3600 KEY=abc"),
+            "{scrubbed}"
+        );
+        assert!(scrubbed.contains("src/main.rs:3600"), "{scrubbed}");
     }
 
     #[test]

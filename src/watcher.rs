@@ -641,6 +641,14 @@ impl Session {
             .ok()
             .and_then(|writing| writing.join().ok())
             .flatten();
+        // Once the report is stored or sent, its recovery copy goes: left,
+        // the next `crashmail` run would bundle and send it a second time.
+        let forget_recovery_copy = || {
+            if let Some(dump_path) = &dump_path {
+                let _ = std::fs::remove_file(dump_path);
+            }
+            let _ = std::fs::remove_file(&note_path);
+        };
         let id = contents.meta.id.to_string();
         match delivery::store(outbox, &mut contents) {
             Ok(path) => {
@@ -650,10 +658,7 @@ impl Session {
                     contents.meta.reason,
                     path.display()
                 );
-                if let Some(dump_path) = dump_path {
-                    let _ = std::fs::remove_file(dump_path);
-                }
-                let _ = std::fs::remove_file(&note_path);
+                forget_recovery_copy();
             }
             Err(e) => {
                 log::error!("report {id} could not be stored: {e}");
@@ -667,12 +672,7 @@ impl Session {
                     Ok(_) => {
                         log::info!("report {id} sent from memory");
                         self.crashes_reported += 1;
-                        // Its recovery copy would be bundled and sent a
-                        // second time by the next `crashmail` run.
-                        if let Some(dump_path) = dump_path {
-                            let _ = std::fs::remove_file(dump_path);
-                        }
-                        let _ = std::fs::remove_file(&note_path);
+                        forget_recovery_copy();
                     }
                     Err(why) => log::error!("report {id} is lost: {why}"),
                 }

@@ -371,11 +371,11 @@ pub fn listing(outbox: &Outbox) -> std::io::Result<String> {
                 .zip(&widths)
                 .enumerate()
                 .map(|(column, (cell, width))| {
-                    if column == last || cell.chars().count() <= WIDEST {
+                    if column == last {
                         format!("{cell:<width$}")
                     } else {
-                        let cut: String = cell.chars().take(WIDEST - 1).collect();
-                        format!("{cut}…")
+                        let cell = crate::report::cut_to_width(cell, WIDEST);
+                        format!("{cell:<width$}")
                     }
                 })
                 .collect::<Vec<_>>()

@@ -309,6 +309,17 @@ pub fn is_unnamed(function: &str) -> bool {
 /// How much of the reason an email's subject carries; the body has it all.
 const SUBJECT_REASON_CHARS: usize = 120;
 
+/// `text`, or, when it is longer than `width` characters, its first
+/// `width - 1` and `…`: a table cell that shows it was cut.
+pub fn cut_to_width(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut kept: String = text.chars().take(width.saturating_sub(1)).collect();
+    kept.push('…');
+    kept
+}
+
 /// `text`, or its start up to `max` characters ending at a word's end,
 /// marked `…`, when it is longer.
 fn cut_at_a_word(text: &str, max: usize) -> String {

@@ -5,7 +5,7 @@
 //! The signature is the one the reporter computed (`report::signature`), so
 //! equal crashes from different machines and builds fall into one group.
 
-use crate::report::ReportMeta;
+use crate::report::{cut_to_width, ReportMeta};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -246,15 +246,6 @@ pub fn triage(
 pub fn render(triage: &Triage) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let cut = |text: &str, width: usize| -> String {
-        if text.chars().count() <= width {
-            text.to_string()
-        } else {
-            let mut kept: String = text.chars().take(width - 1).collect();
-            kept.push('…');
-            kept
-        }
-    };
     let _ = writeln!(
         out,
         "{:>6}  {:<16}  {:<16}  {:<14}  {:>5}  {:<60}  example",
@@ -268,7 +259,7 @@ pub fn render(triage: &Triage) -> String {
             group.count,
             group.first_seen.format("%Y-%m-%d %H:%M"),
             group.last_seen.format("%Y-%m-%d %H:%M"),
-            cut(&versions.join(","), 14),
+            cut_to_width(&versions.join(","), 14),
             group.hosts.len(),
             shorten_signature(&group.signature, 60),
             group.example
@@ -330,7 +321,7 @@ fn shorten_signature(signature: &str, width: usize) -> String {
     let mut parts = signature.splitn(3, " | ");
     let (Some(kind), Some(reason), Some(frames)) = (parts.next(), parts.next(), parts.next())
     else {
-        return cut_end(signature, width);
+        return cut_to_width(signature, width);
     };
     let frames: Vec<&str> = frames.split(" < ").collect();
     let whole = signature.to_string();
@@ -352,7 +343,7 @@ fn shorten_signature(signature: &str, width: usize) -> String {
             return text;
         }
     }
-    cut_end(
+    cut_to_width(
         &format!("{kind} | {reason} | {}", shortest.join(" < ")),
         width,
     )
@@ -373,15 +364,6 @@ fn last_segments(function: &str, count: usize) -> &str {
         cut = at;
     }
     &function[cut + 2..]
-}
-
-fn cut_end(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
-        return text.to_string();
-    }
-    let mut kept: String = text.chars().take(width - 1).collect();
-    kept.push('…');
-    kept
 }
 
 /// `2026-12-01`, or an RFC 3339 time.

@@ -154,11 +154,19 @@ pub fn read_report_meta(zip: &[u8]) -> Result<ReportMeta, String> {
             json
         }
         // A zip cut short (an attachment or a copy that stopped half-way)
-        // still counts when its report.json, written first, arrived whole.
-        Err(e) => read_zip_leniently(zip, "")
-            .0
-            .remove(REPORT_JSON)
-            .ok_or_else(|| format!("not a readable zip: {e}"))?,
+        // still counts when its report.json, written first, arrived whole:
+        // the walk of its local headers stops there.
+        Err(e) => {
+            let mut json = None;
+            let _ = walk_zip(zip, MAX_ENTRIES, Recover::Yes, |item| match item {
+                ZipItem::Entry(mut file) if entry_name(&file) == REPORT_JSON => {
+                    json = read_entry(&mut file, REPORT_JSON).ok();
+                    Err(())
+                }
+                _ => Ok(()),
+            });
+            json.ok_or_else(|| format!("not a readable zip: {e}"))?
+        }
     };
     serde_json::from_slice(&json).map_err(|e| format!("report.json is invalid: {e}"))
 }

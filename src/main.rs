@@ -265,12 +265,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
         },
         Command::Config { ini } => {
-            let config = match load_config(ini.as_deref()) {
+            let config = match config_or_exit_code(ini.as_deref()) {
                 Ok(config) => config,
-                Err(e) => {
-                    eprintln!("crashmail: {e:#}");
-                    return Ok(ExitCode::from(EXIT_CONFIGURATION));
-                }
+                Err(code) => return Ok(code),
             };
             println!(
                 "Configuration: {} ({})",
@@ -470,33 +467,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            // A flush without a usable AXIS.INI stops before it touches
-            // the outbox.
-            let flush_config = match command {
-                OutboxCommand::Flush { .. } => match load_config(ini.as_deref()) {
-                    Ok(config) => Some(config),
-                    Err(e) => {
-                        eprintln!("crashmail: {e:#}");
-                        return Ok(ExitCode::from(EXIT_CONFIGURATION));
-                    }
-                },
-                _ => None,
-            };
-            let outbox = Outbox::open(&root)?;
             match command {
                 OutboxCommand::List => {
+                    let outbox = Outbox::open(&root)?;
                     print!("{}", crashmail::outbox::listing(&outbox)?);
                     Ok(ExitCode::SUCCESS)
                 }
                 OutboxCommand::Flush { due } => {
-                    let config = flush_config
-                        .ok_or_else(|| anyhow::anyhow!("no configuration to flush with"))?;
+                    // Without a usable AXIS.INI, the outbox is not touched.
+                    let config = match config_or_exit_code(ini.as_deref()) {
+                        Ok(config) => config,
+                        Err(code) => return Ok(code),
+                    };
+                    let outbox = Outbox::open(&root)?;
                     print_warnings(&config);
                     let flushed = flush(&outbox, &config, due);
                     outbox.forget_this_sender();
                     flushed
                 }
                 OutboxCommand::Retry { ids } => {
+                    let outbox = Outbox::open(&root)?;
                     for id in &ids {
                         outbox.retry(id)?;
                         println!("{id} is pending again and due now");
@@ -509,7 +499,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             "purge removes only reports the server refused for good: pass --failed"
                         );
                     }
-                    let removed = outbox.purge_failed()?;
+                    let removed = Outbox::open(&root)?.purge_failed()?;
                     println!("removed {removed} refused report(s) from failed/");
                     Ok(ExitCode::SUCCESS)
                 }
@@ -555,6 +545,15 @@ fn load_config(ini: Option<&std::path::Path>) -> anyhow::Result<config::Config> 
     let cwd = std::env::current_dir().ok();
     let path = config::find(ini, exe_dir.as_deref(), cwd.as_deref())?;
     Ok(config::load(&path)?)
+}
+
+/// AXIS.INI, or the exit code for one that is missing or invalid (10),
+/// with why said on stderr.
+fn config_or_exit_code(ini: Option<&std::path::Path>) -> Result<config::Config, ExitCode> {
+    load_config(ini).map_err(|e| {
+        eprintln!("crashmail: {e:#}");
+        ExitCode::from(EXIT_CONFIGURATION)
+    })
 }
 
 fn print_warnings(config: &config::Config) {
